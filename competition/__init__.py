@@ -1,0 +1,4 @@
+"""Harness for COCO-format semantic-segmentation competitions.
+
+Data flows one way: data (coco, masks, dataset) -> folds -> train -> search -> predict -> ensemble -> submission.
+"""

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The one entry point. `./run.sh --help` lists the commands (../shared/CLI.md is the contract).
+#
+#   ./run.sh setup                 make .venv with the pinned dependencies (idempotent, instant when unchanged)
+#   ./run.sh test [PYTEST ARGS]    the test suite
+#   ./run.sh COMMAND ...           any harness command (search, train, predict, ...); sets up first if needed
+#
+# Reusing an installed torch (e.g. a GPU machine's own CUDA build) instead of downloading one:
+#   COMPETITION_SYSTEM_TORCH=1 ./run.sh setup
+# makes the venv with --system-site-packages and leaves torch/torchvision (and CUDA libraries) unpinned,
+# so the interpreter's torch is used when it satisfies torch>=2.4. PYTHON=python3.12 picks the interpreter.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="$HERE/.venv"
+PY="${PYTHON:-python3}"
+SYSTEM_TORCH="${COMPETITION_SYSTEM_TORCH:-0}"
+
+stamp() {
+    { cat "$HERE/pyproject.toml" "$HERE/requirements.lock"; echo "system_torch=$SYSTEM_TORCH"; "$PY" -V; } \
+        | sha256sum | cut -d' ' -f1
+}
+
+setup() {
+    local want
+    want="$(stamp)"
+    if [[ -x "$VENV/bin/python" && -f "$VENV/.stamp" && "$(cat "$VENV/.stamp")" == "$want" ]]; then
+        return 0
+    fi
+    echo "setup: creating $VENV (pinned dependencies from requirements.lock; takes a minute or two)" >&2
+    rm -rf "$VENV"
+    local constraints="$HERE/requirements.lock"
+    if [[ "$SYSTEM_TORCH" == "1" ]]; then
+        "$PY" -m venv --system-site-packages "$VENV"
+        constraints="$VENV/constraints.txt"
+        grep -v -E '^(torch|torchvision|triton|nvidia-|cuda-)' "$HERE/requirements.lock" >"$constraints"
+        echo "setup: reusing the interpreter's torch: $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo 'none found')" >&2
+    else
+        "$PY" -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" -e "$HERE[dev]" >&2
+    echo "$want" >"$VENV/.stamp"
+    echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))" >&2
+}
+
+cmd="${1:-}"
+case "$cmd" in
+    setup)
+        shift
+        if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+            exit 0
+        fi
+        setup
+        ;;
+    test)
+        shift
+        setup
+        cd "$HERE"
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    *)
+        setup
+        exec "$VENV/bin/python" -m competition "$@"
+        ;;
+esac
