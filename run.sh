@@ -17,7 +17,7 @@ PY="${PYTHON:-python3}"
 SYSTEM_TORCH="${COMPETITION_SYSTEM_TORCH:-0}"
 
 stamp() {
-    { cat "$HERE/pyproject.toml" "$HERE/requirements.lock"; echo "system_torch=$SYSTEM_TORCH"; "$PY" -V; } \
+    { cat "$HERE/pyproject.toml" "$HERE/requirements.lock"; echo "system_torch=$SYSTEM_TORCH editable=compat"; "$PY" -V; } \
         | sha256sum | cut -d' ' -f1
 }
 
@@ -39,7 +39,7 @@ setup() {
         "$PY" -m venv "$VENV"
     fi
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" -e "$HERE[dev]" >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" --config-settings editable_mode=compat -e "$HERE[dev]" >&2
     echo "$want" >"$VENV/.stamp"
     echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))" >&2
 }

@@ -34,6 +34,94 @@ def _emit_json(obj: Any) -> None:
 # --------------------------------------------------------------------------- commands
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    import models
+    from competition.data import DataRoot
+
+    n = DataRoot(Path(args.data), check_images=False).classes().num_classes if args.data else 12
+    rows = [
+        {
+            "name": s.name,
+            "family": s.family,
+            "params": models.count_parameters(s.name, n),
+            "description": s.description,
+        }
+        for s in models.list_models()
+    ]
+    if args.json:
+        _emit_json(rows)
+        return 0
+    print(f"{'name':<14} {'family':<6} {'params':>12}  ({n} classes)")
+    for r in rows:
+        print(f"{r['name']:<14} {r['family']:<6} {r['params']:>12,}  {r['description']}")
+    return 0
+
+
+def resolve_settings(args: argparse.Namespace, log: Log) -> dict[str, Any]:
+    """Settings of a new run: defaults < model < sample-data quick profile < --config < --set < flags."""
+    import models
+    from competition.config import QUICK_PROFILE, resolve
+    from competition.data import is_sample, resolve_data_root
+
+    spec = models.get_spec(args.model)
+    data = resolve_data_root(args.data, log)
+    quick = is_sample(data)
+    if quick:
+        log("profile: quick (sample data): " + ", ".join(f"{k}={v}" for k, v in QUICK_PROFILE.items()))
+    flags = {
+        "folds": args.folds,
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "device": args.device,
+        "fold": getattr(args, "fold", None),
+    }
+    cfg = resolve(spec.defaults, args.config, args.set, flags, profile=QUICK_PROFILE if quick else None)
+    cfg.update(model=spec.name, data=str(data))
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from competition.config import read_config_file
+    from competition.runs import find_run, new_run_id
+    from competition.train import train_run
+
+    log = _logger(args)
+    runs_dir = Path(args.runs_dir)
+    if args.resume:
+        run_dir = find_run(runs_dir, args.resume)
+        cfg = read_config_file(run_dir / "config.json")
+        if cfg["model"] != args.model:
+            raise UserError(f"{run_dir}: run of model {cfg['model']}, not {args.model}")
+        log(f"resuming {run_dir} with its saved settings")
+    else:
+        cfg = resolve_settings(args, log)
+        run_dir = runs_dir / new_run_id(cfg["model"])
+    log(
+        f"run {run_dir.name}: {cfg['model']}, {cfg['folds'] if cfg['split'] == 'kfold' else 1} folds, "
+        f"{cfg['epochs']} epochs, image size {cfg['image_size']}, batch {cfg['batch_size']}"
+    )
+    results = train_run(cfg, run_dir, log)
+    if args.json:
+        _emit_json({k: results[k] for k in ("run", "model", "folds", "miou", "miou_std", "dir", "metric")})
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from competition.leaderboard import format_table, leaderboard_rows, write_csv
+
+    rows = leaderboard_rows(Path(args.runs_dir))
+    if args.csv:
+        write_csv(rows, Path(args.csv))
+        print(f"leaderboard written to {args.csv}", file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        _emit_json(rows)
+    elif not args.csv:
+        print(format_table(rows))
+    return 0
+
+
 def cmd_sample_data(args: argparse.Namespace) -> int:
     from competition.sample_data import write_sample_dataset
 
@@ -123,6 +211,20 @@ def _settings_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting, repeatable")
 
 
+def _training_options(p: argparse.ArgumentParser) -> None:
+    """The options train and search share (../shared/CLI.md, common options)."""
+    _data_option(p)
+    p.add_argument("--folds", type=int, help="number of folds (default 5)")
+    p.add_argument("--epochs", type=int, help="epochs per fold")
+    p.add_argument("--image-size", type=int, help="training and validation image size (square)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int, help="seed of folds, initialisation and sampling (default 42)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto = GPU when present")
+    p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
+    _settings_options(p)
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="./run.sh",
@@ -130,6 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
         "TTA prediction, ensembles and submission CSVs.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("models", help="registered models: name, family (fcn | smp), parameter count")
+    p.add_argument("--data", help="count parameters for this dataset's classes (default 12)")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="k-fold cross-validated training; per-fold and mean±std mIoU; a run folder")
+    p.add_argument("model", help="a registered model (./run.sh models)")
+    _training_options(p)
+    p.add_argument("--fold", type=int, help="train only this fold")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (skips finished folds)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("leaderboard", help="runs, trials and ensembles ranked by CV mIoU")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--csv", help="also write the table to this CSV file")
+    p.add_argument("--json", action="store_true", help="print one JSON list, best first")
+    p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("sample-data", help="write the synthetic sample dataset (competition layout) to DIR")
     p.add_argument("dir", help="output folder (must not exist or be empty)")

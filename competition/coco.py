@@ -115,9 +115,7 @@ def _categories(path: Path, cats: list[Any]) -> tuple[dict[str, Any], ...]:
     return tuple(sorted(({"id": c["id"], "name": c["name"]} for c in cats), key=lambda c: c["id"]))
 
 
-def _check_annotation(
-    path: Path, i: int, ann: Any, cat_ids: set[int], sizes: dict[int, tuple[int, int]]
-) -> None:
+def _check_annotation(path: Path, i: int, ann: Any, cat_ids: set[int], sizes: dict[int, tuple[int, int]]) -> None:
     if not isinstance(ann, dict):
         raise UserError(f"{path}: annotations[{i}]: expected an object")
     where = f"{path}: annotation id {ann.get('id', f'[{i}]')} (image {ann.get('image_id')})"
@@ -171,8 +169,7 @@ def check_image_files(root: Path, coco: CocoFile) -> None:
             raise UserError(f"{p}: cannot read image (image id {im.id} in {coco.path.name}): {e}") from None
         if (height, width) != (im.height, im.width):
             raise UserError(
-                f"{p}: image is {width}x{height} but {coco.path.name} says {im.width}x{im.height} "
-                f"(image id {im.id})"
+                f"{p}: image is {width}x{height} but {coco.path.name} says {im.width}x{im.height} (image id {im.id})"
             )
 
 

@@ -53,7 +53,10 @@ def eval_transform(cfg: dict[str, Any]) -> v2.Transform:
 
 
 def _to_float() -> list[v2.Transform]:
-    return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), v2.Normalize(MEAN, STD)]
+    return [
+        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+        v2.Normalize(MEAN, STD),
+    ]
 
 
 class SegmentationDataset(Dataset):

@@ -132,7 +132,12 @@ def mask_store(
                 f.write(mask.tobytes())
                 rows.append([im.id, offset, im.height, im.width])
                 offset += mask.size
-        meta = {"source": str(coco.path), "sha256": coco.sha256, "overlap": overlap, "classes": classes.to_dict()}
+        meta = {
+            "source": str(coco.path),
+            "sha256": coco.sha256,
+            "overlap": overlap,
+            "classes": classes.to_dict(),
+        }
         (tmp / "index.json").write_text(json.dumps({**meta, "images": rows}))
         try:
             os.rename(tmp, folder)

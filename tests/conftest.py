@@ -51,7 +51,12 @@ def tiny_coco() -> dict:
         "categories": CATEGORIES,
         "annotations": [
             # image 10: a big General trash square (5 vertices) with a small UNKNOWN square (4) on it
-            {"id": 1, "image_id": 10, "category_id": 1, "segmentation": [[2, 2, 11, 2, 20, 2, 20, 20, 2, 20]]},
+            {
+                "id": 1,
+                "image_id": 10,
+                "category_id": 1,
+                "segmentation": [[2, 2, 11, 2, 20, 2, 20, 20, 2, 20]],
+            },
             {"id": 2, "image_id": 10, "category_id": 0, "segmentation": [[10, 10, 16, 10, 16, 16, 10, 16]]},
             {"id": 3, "image_id": 10, "category_id": 5, "segmentation": rle},
             {"id": 4, "image_id": 3, "category_id": 5, "segmentation": uncompressed},

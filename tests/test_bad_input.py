@@ -38,7 +38,7 @@ def broken(tmp_path: Path, mutate) -> Path:
 
 
 def test_valid_root_passes(tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "data-info", "--data", str(build_root(tmp_path / "data")))
+    code, out, _ = run_cli(capsys, "data-info", "--data", str(build_root(tmp_path / "data")), "--folds", "3")
     assert code == 0
     assert "General trash" in out and "folds" in out
 
@@ -55,12 +55,21 @@ def test_invalid_json(tmp_path, capsys):
     expect_error(capsys, root, "train_all.json", "invalid JSON")
 
 
+def edited(tmp_path: Path, mutate) -> Path:
+    """A valid root whose train_all.json is then edited (the image files stay as they were)."""
+    root = build_root(tmp_path / "data")
+    coco = json.loads((root / "train_all.json").read_text())
+    mutate(coco)
+    (root / "train_all.json").write_text(json.dumps(coco))
+    return root
+
+
 def test_missing_top_level_key(tmp_path, capsys):
-    expect_error(capsys, broken(tmp_path, lambda c: c.pop("annotations")), "train_all.json", "'annotations'")
+    expect_error(capsys, edited(tmp_path, lambda c: c.pop("annotations")), "train_all.json", "'annotations'")
 
 
 def test_missing_image_key(tmp_path, capsys):
-    root = broken(tmp_path, lambda c: c["images"][1].pop("height"))
+    root = edited(tmp_path, lambda c: c["images"][1].pop("height"))
     expect_error(capsys, root, "train_all.json", "images[1]", "id 3", "'height'")
 
 
@@ -95,18 +104,13 @@ def test_truncated_image_fails_clearly_when_decoded(tmp_path):
 
 
 def test_image_size_differs_from_json(tmp_path, capsys):
-    def mutate(c):
-        c["images"][0]["width"] = 40
-
-    expect_error(capsys, broken(tmp_path, mutate), "a.jpg", "says 40x24", "image id 10")
+    root = edited(tmp_path, lambda c: c["images"][2].update(width=40))
+    expect_error(capsys, root, "c.jpg", "says 40x24", "image id 7")
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "../outside.jpg", "batch_01_vt/../../x.jpg"])
 def test_file_name_escaping_root(tmp_path, capsys, name):
-    root = build_root(tmp_path / "data")
-    coco = json.loads((root / "train_all.json").read_text())
-    coco["images"][0]["file_name"] = name
-    (root / "train_all.json").write_text(json.dumps(coco))
+    root = edited(tmp_path, lambda c: c["images"][0].update(file_name=name))
     expect_error(capsys, root, "train_all.json", "image id 10", "escapes the dataset root")
 
 

@@ -98,11 +98,11 @@ def test_mask_cache_never_calls_pycocotools_again(tiny_root, isolated_cache, mon
     def boom(*a, **k):
         raise AssertionError("pycocotools called although the masks are cached")
 
-    monkeypatch.setattr(masks_module.mask_utils, "decode", boom)
-    again = DataRoot(tiny_root).masks("train_all", DataRoot(tiny_root).classes())
-    for image_id in (10, 3, 7):
-        np.testing.assert_array_equal(first[image_id], again[image_id])
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(masks_module.mask_utils, "decode", boom)
+        again = DataRoot(tiny_root).masks("train_all", DataRoot(tiny_root).classes())
+        for image_id in (10, 3, 7):
+            np.testing.assert_array_equal(first[image_id], again[image_id])
     data.masks("train_all", data.classes(), overlap="small-on-top")  # other settings: another entry
     data.masks("train_all", data.classes({"UNKNOWN": "ignore"}))
     assert len(list((isolated_cache / "masks").iterdir())) == 3
@@ -133,7 +133,7 @@ def test_dataset_modes_and_conversions(tiny_root):
     evaluation = SegmentationDataset(tiny_root, coco.path, coco.images, store, eval_transform(cfg), "eval")
     image, mask = evaluation[0]
     assert image.shape == (3, 64, 64) and mask.shape == (256, 256)
-    assert set(mask.unique().tolist()) == {0, 1, 2, 3}
+    assert set(mask.unique().tolist()) == {0, 2, 3}  # image 10: UNKNOWN lies under General trash (max)
 
 
 def test_training_augmentation_keeps_labels_aligned(tiny_root):
@@ -161,8 +161,8 @@ def test_folds_are_reproducible_and_written_once(tiny_root, real_root, monkeypat
     assert folds.path.exists()
     every = sorted(i for f in folds.val_ids for i in f)
     assert every == sorted(coco.image_ids)
-    sizes = [len(f) for f in folds.val_ids]
-    assert max(sizes) - min(sizes) <= 2
+    sizes = np.array([len(f) for f in folds.val_ids])
+    assert (abs(sizes - len(coco.images) / 5) <= 0.05 * len(coco.images) / 5).all(), sizes
     import competition.folds as folds_module
 
     monkeypatch.setattr(folds_module, "iterative_stratification", lambda *a: pytest.fail("recomputed"))

@@ -1,0 +1,64 @@
+"""The leaderboard: every finished run in the runs folder ranked by CV mIoU (mean +- std over folds).
+
+Plain runs, search trials and ensembles are all run folders (run.json + results.json), so they rank together;
+a row's `kind` says which it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from competition.fileio import atomic_path, read_json
+from competition.runs import list_runs, read_run
+
+KEY_SETTINGS = ("epochs", "image_size", "batch_size", "optimizer", "lr", "loss", "encoder")
+
+
+def leaderboard_rows(runs_dir: Path) -> list[dict[str, Any]]:
+    """One row per complete run, best first."""
+    rows = []
+    for run_dir in list_runs(runs_dir):
+        info = read_run(run_dir)
+        if info.get("status") != "complete" or "miou" not in info:
+            continue
+        config = run_dir / "config.json"
+        cfg = read_json(config) if config.exists() else {}
+        trial = info.get("trial")
+        rows.append(
+            {
+                "run": info["id"],
+                "model": info["model"],
+                "kind": info.get("kind", "trial" if trial else "run"),
+                "miou": info["miou"],
+                "miou_std": info.get("miou_std", 0.0),
+                "folds": len(info.get("folds", [])),
+                "metric": info.get("metric", "image"),
+                "study": f"{trial['study']}#{trial['number']}" if trial else "",
+                "settings": ", ".join(f"{k}={cfg[k]}" for k in KEY_SETTINGS if k in cfg and cfg[k] is not None),
+                "date": info.get("finished", info.get("created", "")),
+                "dir": info["dir"],
+            }
+        )
+    return sorted(rows, key=lambda r: r["miou"], reverse=True)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no finished runs yet: ./run.sh train MODEL or ./run.sh search MODEL"
+    lines = [f"{'#':>3} {'CV mIoU':>16} {'folds':>5}  {'kind':<8} {'model':<14} {'run':<34} {'date':<19}  settings"]
+    for i, r in enumerate(rows, 1):
+        score = f"{r['miou']:.4f} ± {r['miou_std']:.4f}"
+        name = r["run"] + (f" ({r['study']})" if r["study"] else "")
+        lines.append(
+            f"{i:>3} {score:>16} {r['folds']:>5}  {r['kind']:<8} {r['model']:<14} {name:<34} {r['date']:<19}  "
+            f"{r['settings']}"
+        )
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)

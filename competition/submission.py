@@ -1,0 +1,212 @@
+"""The submission CSV: write it, check it, read it back.
+
+Format: header `image_id,PredictionString`, one row per test image in test.json order; the PredictionString
+is the class mask resized to 256x256 with OpenCV's INTER_NEAREST rule, flattened row-major, values separated
+by single spaces (65,536 values). Problems are reported by file line number (the header is line 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from competition.errors import UserError
+from competition.fileio import atomic_path
+
+SUBMISSION_SIZE = 256
+HEADER = ["image_id", "PredictionString"]
+MAX_PROBLEMS = 20
+
+Mask = TypeVar("Mask", np.ndarray, torch.Tensor)
+
+
+def nearest_indices(h: int, w: int, size: int = SUBMISSION_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Source rows and columns of OpenCV INTER_NEAREST: output (y, x) reads input (y*h//size, x*w//size)."""
+    return (np.arange(size) * h) // size, (np.arange(size) * w) // size
+
+
+def resize_nearest(mask: Mask, size: int = SUBMISSION_SIZE) -> Mask:
+    """Label maps [..., H, W] (numpy array or torch tensor) resized to [..., size, size] as INTER_NEAREST."""
+    rows, cols = nearest_indices(mask.shape[-2], mask.shape[-1], size)
+    if isinstance(mask, torch.Tensor):
+        rows_t = torch.from_numpy(rows).to(mask.device)
+        cols_t = torch.from_numpy(cols).to(mask.device)
+        return mask.index_select(-2, rows_t).index_select(-1, cols_t)
+    return np.take(np.take(mask, rows, axis=-2), cols, axis=-1)
+
+
+def encode_mask(mask: np.ndarray) -> str:
+    """A class mask as a PredictionString: values row-major, separated by single spaces."""
+    flat = np.asarray(mask).ravel()
+    if not np.issubdtype(flat.dtype, np.integer):
+        raise ValueError(f"expected an integer mask, got {flat.dtype}")
+    if flat.size == 0:
+        return ""
+    if flat.min() < 0:
+        raise ValueError(f"negative class value {flat.min()} in mask")
+    top = int(flat.max())
+    if top < 10:  # one digit each: write the ASCII bytes directly
+        text = np.full(2 * flat.size - 1, ord(" "), dtype=np.uint8)
+        text[::2] = flat + ord("0")
+        return text.tobytes().decode("ascii")
+    table = np.array([str(v) for v in range(top + 1)], dtype=object)
+    return " ".join(table[flat].tolist())
+
+
+def write_submission(path: Path | str, image_ids: Sequence[str], masks: Iterable[np.ndarray]) -> Path:
+    """Write the CSV atomically (a failure leaves no file, or the old one), one mask row at a time."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(HEADER)
+        for image_id, mask in zip(image_ids, masks, strict=True):
+            if mask.shape != (SUBMISSION_SIZE, SUBMISSION_SIZE):
+                raise ValueError(f"mask of {image_id} has shape {mask.shape}, expected 256x256")
+            writer.writerow([image_id, encode_mask(mask)])
+    return path
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """`text`, cut to `limit` characters for a one-line message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(token: str, num_classes: int) -> str:
+    """Why one PredictionString value is not a class value."""
+    if token == "":
+        return "an empty value (two spaces in a row, or a space at an end)"
+    if re.fullmatch(r"-?[0-9]+", token):
+        if token.startswith("-"):
+            return f"value {token} is negative; class values are in [0, {num_classes})"
+        if int(token) < num_classes:
+            return f"value {token!r} has a leading zero"
+        return f"value {token} is out of [0, {num_classes})"
+    return f"value {token!r} is not an integer"
+
+
+def parse_prediction(text: str, num_classes: int) -> tuple[np.ndarray | None, str | None]:
+    """A PredictionString as a uint8 mask 256x256, or None and what is wrong with it.
+
+    Valid values are exactly the decimal numerals of 0 .. num_classes - 1, separated by single spaces.
+    """
+    if not 0 < num_classes <= 256:
+        raise ValueError(f"num_classes {num_classes} is outside 1..256 (masks are uint8)")
+    expected = SUBMISSION_SIZE * SUBMISSION_SIZE
+    data = np.frombuffer(text.encode("ascii", errors="replace"), dtype=np.uint8)  # one byte per character
+    space = data == ord(" ")
+    count = int(space.sum()) + 1 if data.size else 0
+    if count != expected:
+        return None, f"{count} values, expected {expected}"
+    gaps = np.flatnonzero(space)
+    starts = np.concatenate(([0], gaps + 1))
+    length = np.concatenate((gaps, [data.size])) - starts
+    # The first three digits of each value (padding past the end); a valid value has at most three.
+    digit = np.concatenate((data, np.full(3, ord(" "), np.uint8))).astype(np.int16) - ord("0")
+    d0, d1, d2 = digit[starts], digit[starts + 1], digit[starts + 2]
+    is_digit = [(d >= 0) & (d <= 9) for d in (d0, d1, d2)]
+    values = np.select([length == 1, length == 2], [d0, 10 * d0 + d1], 100 * d0 + 10 * d1 + d2)
+    bad = (
+        (length == 0)
+        | (length > 3)
+        | ~is_digit[0]
+        | ((length > 1) & ~is_digit[1])
+        | ((length > 2) & ~is_digit[2])
+        | ((length > 1) & (d0 == 0))  # leading zero
+        | (values >= num_classes)
+    )
+    if bad.any():
+        first = int(np.argmax(bad))
+        what = _describe(_short(text[starts[first] : starts[first] + length[first]]), num_classes)
+        more = f" ({int(bad.sum()) - 1} more bad values)" if bad.sum() > 1 else ""
+        return None, f"{what} at index {first}{more}"
+    return values.astype(np.uint8).reshape(SUBMISSION_SIZE, SUBMISSION_SIZE), None
+
+
+def _scan(
+    path: Path | str, image_ids: Sequence[str], num_classes: int, keep: bool
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Every problem of the CSV at `path`, and (if `keep`) the parsed mask of each valid row by image id."""
+    name = str(path)
+    problems: list[str] = []
+    masks: dict[str, np.ndarray] = {}
+    expected = set(image_ids)
+    first_line: dict[str, int] = {}
+    csv.field_size_limit(2**31 - 1)  # a PredictionString is ~130 KB, over the csv module's default limit
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                return [f"{name}: empty file, expected the header {','.join(HEADER)}"], masks
+            if header != HEADER:
+                found = _short(",".join(header))
+                problems.append(f"{name} line 1: header {found!r}, expected {','.join(HEADER)!r}")
+            for row in reader:
+                if not row:
+                    continue
+                image_id = row[0]
+                where = f"{name} line {reader.line_num} (image_id {_short(image_id)})"
+                if image_id not in expected:
+                    problems.append(f"{where}: not a test image (extra row)")
+                    continue
+                if image_id in first_line:
+                    problems.append(f"{where}: duplicate of line {first_line[image_id]}")
+                    continue
+                first_line[image_id] = reader.line_num
+                if len(row) != 2:
+                    problems.append(f"{where}: {len(row)} fields, expected 2 ({','.join(HEADER)})")
+                    continue
+                mask, problem = parse_prediction(row[1], num_classes)
+                if problem:
+                    problems.append(f"{where}: {problem}")
+                elif keep:
+                    masks[image_id] = mask
+    except FileNotFoundError:
+        return [f"{name}: file not found"], masks
+    except (UnicodeDecodeError, csv.Error) as e:
+        return [*problems, f"{name}: not a readable CSV ({e})"], masks
+    return problems + _set_problems(name, image_ids, first_line), masks
+
+
+def _set_problems(name: str, image_ids: Sequence[str], first_line: dict[str, int]) -> list[str]:
+    """Missing test images and rows out of test.json order (`first_line`: image id -> line, file order)."""
+    problems = []
+    missing = [i for i in image_ids if i not in first_line]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        problems.append(f"{name}: {len(missing)} test images have no row: {shown}")
+    in_test_order = [i for i in image_ids if i in first_line]
+    for found, wanted in zip(first_line, in_test_order, strict=True):
+        if found != wanted:
+            problems.append(
+                f"{name} line {first_line[found]} (image_id {found}): rows are not in test.json order "
+                f"(expected image_id {wanted} here)"
+            )
+            break
+    return problems
+
+
+def check_submission(path: Path | str, image_ids: Sequence[str], num_classes: int) -> list[str]:
+    """The problems of a submission CSV for these test images (in test.json order); empty if it is valid.
+
+    At most MAX_PROBLEMS messages, then one saying how many more there are.
+    """
+    problems = _scan(path, image_ids, num_classes, keep=False)[0]
+    if len(problems) > MAX_PROBLEMS:
+        return [*problems[:MAX_PROBLEMS], f"... and {len(problems) - MAX_PROBLEMS} more problems"]
+    return problems
+
+
+def read_submission(path: Path | str, image_ids: Sequence[str], num_classes: int) -> np.ndarray:
+    """The masks [N, 256, 256] (uint8) of a valid submission, in `image_ids` order; UserError if invalid."""
+    problems, masks = _scan(path, image_ids, num_classes, keep=True)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise UserError(problems[0] + more)
+    return np.stack([masks[i] for i in image_ids])

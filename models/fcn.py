@@ -1,0 +1,153 @@
+"""FCN-32s, FCN-16s and FCN-8s on a VGG16 backbone (Long, Shelhamer & Darrell, CVPR 2015).
+
+Layout of the competition's seed FCN: VGG16 conv blocks with ceil-mode pooling, fc6 and fc7 as 1x1 convs,
+1x1 score layers, learnable bilinear-initialised transposed convs. Added from the paper: ReLU after fc6 and
+fc7, zero-initialised score layers, bilinear upsampling init. The output is exactly the input's size for any
+input size: each upsampled map is aligned to its skip at the top-left corner and cropped to the skip's size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from competition.errors import UserError
+
+VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # (convs, channels) per block
+POOL3_END = 17  # index in `features` just after pool3 (the torchvision VGG16 layout)
+POOL4_END = 24  # index just after pool4
+STRIDES = (32, 16, 8)
+
+
+def vgg16_features() -> nn.Sequential:
+    """The 13 VGG16 convs with ReLUs and ceil-mode max pools, indexed as torchvision's `vgg16().features`."""
+    layers: list[nn.Module] = []
+    in_ch = 3
+    for n_convs, out_ch in VGG16_BLOCKS:
+        for _ in range(n_convs):
+            layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.ReLU(inplace=True)]
+            in_ch = out_ch
+        layers.append(nn.MaxPool2d(2, stride=2, ceil_mode=True))
+    return nn.Sequential(*layers)
+
+
+def bilinear_kernel(size: int) -> torch.Tensor:
+    """The size x size bilinear interpolation kernel used to initialise FCN upsampling layers."""
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    ramp = 1 - (torch.arange(size, dtype=torch.float32) - center).abs() / factor
+    return ramp[:, None] * ramp[None, :]
+
+
+def bilinear_upsampler(num_classes: int, factor: int) -> nn.ConvTranspose2d:
+    """A learnable factor-x upsampling layer initialised to per-class bilinear interpolation.
+
+    Kernel 2*factor, stride factor, padding factor/2: n inputs give exactly n*factor outputs, pixel-centre
+    aligned with the ceil-mode pooling grid. The bias (zero at init) is the seed's, needed for its count.
+    """
+    layer = nn.ConvTranspose2d(num_classes, num_classes, 2 * factor, stride=factor, padding=factor // 2)
+    with torch.no_grad():
+        layer.weight.zero_()
+        kernel = bilinear_kernel(2 * factor)
+        for c in range(num_classes):
+            layer.weight[c, c] = kernel
+        layer.bias.zero_()
+    return layer
+
+
+def zero_conv1x1(in_ch: int, num_classes: int) -> nn.Conv2d:
+    """A 1x1 score layer with weight and bias zero, as in the paper."""
+    layer = nn.Conv2d(in_ch, num_classes, 1)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def crop_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """The top-left size[0] x size[1] window of x."""
+    return x[..., : size[0], : size[1]]
+
+
+class FCN(nn.Module):
+    """FCN-<stride>s semantic segmentation net: logits (N, num_classes, H, W) for input (N, 3, H, W)."""
+
+    def __init__(self, num_classes: int, stride: int = 16, dropout: float = 0.5) -> None:
+        super().__init__()
+        if stride not in STRIDES:
+            raise ValueError(f"FCN stride must be one of {STRIDES}, got {stride}")
+        self.stride = stride
+        self.features = vgg16_features()
+        self.fc6 = nn.Conv2d(512, 4096, 1)
+        self.drop6 = nn.Dropout2d(dropout)
+        self.fc7 = nn.Conv2d(4096, 4096, 1)
+        self.drop7 = nn.Dropout2d(dropout)
+        for conv in [m for m in self.modules() if isinstance(m, nn.Conv2d)]:
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        self.score_fr = zero_conv1x1(4096, num_classes)
+        if stride <= 16:
+            self.score_pool4 = zero_conv1x1(512, num_classes)
+            self.upscore2 = bilinear_upsampler(num_classes, 2)
+        if stride == 8:
+            self.score_pool3 = zero_conv1x1(256, num_classes)
+            self.upscore_pool4 = bilinear_upsampler(num_classes, 2)
+        self.upscore = bilinear_upsampler(num_classes, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pool3 = self.features[:POOL3_END](x)
+        pool4 = self.features[POOL3_END:POOL4_END](pool3)
+        h = self.drop6(F.relu(self.fc6(self.features[POOL4_END:](pool4))))
+        score = self.score_fr(self.drop7(F.relu(self.fc7(h))))
+        if self.stride <= 16:
+            score = crop_to(self.upscore2(score), pool4.shape[-2:]) + self.score_pool4(pool4)
+        if self.stride == 8:
+            score = crop_to(self.upscore_pool4(score), pool3.shape[-2:]) + self.score_pool3(pool3)
+        return crop_to(self.upscore(score), size)
+
+
+def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """The state dict saved in `path`; a UserError naming the file if it is missing or not a state dict."""
+    if not path.is_file():
+        raise UserError(f"{path}: {what} file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path}: cannot read {what}: {e}") from e
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: {what} must be a state dict, got {type(state).__name__}")
+    return state
+
+
+def load_vgg16_weights(model: FCN, path: str | Path) -> str:
+    """Load a torchvision VGG16 state dict: its 13 convs into `features`, classifier.3 into fc7.
+
+    fc6 (25088 -> 4096 in VGG16) does not fit the 1x1 fc6 here and stays random. Returns what was loaded.
+    """
+    path = Path(path)
+    state = read_state_dict(path, "VGG16 weights")
+    conv = {f"features.{k}": v.shape for k, v in model.features.state_dict().items()}
+    wanted = conv | {"classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,)}
+    extra = [k for k in state if k.startswith("features.") and k not in conv]
+    bad = [k for k, shape in wanted.items() if k not in state or tuple(state[k].shape) != tuple(shape)]
+    if bad or extra:
+        keys = ", ".join((bad or extra)[:3])
+        detail = f"missing or mis-shaped {keys}" if bad else f"unexpected {keys}"
+        raise UserError(f"{path}: not a torchvision vgg16() state dict ({detail})")
+    model.features.load_state_dict({k.removeprefix("features."): state[k] for k in conv})
+    with torch.no_grad():
+        model.fc7.weight.copy_(state["classifier.3.weight"].reshape(model.fc7.weight.shape))
+        model.fc7.bias.copy_(state["classifier.3.bias"])
+    return f"VGG16 conv weights ({len(conv)} tensors) + fc7 from {path}; fc6 random"
+
+
+def build_fcn(num_classes: int, settings: dict, *, stride: int) -> tuple[nn.Module, str]:
+    """FCN-<stride>s from settings `dropout` and `weights` (a torchvision VGG16 state dict file or None)."""
+    model = FCN(num_classes, stride=stride, dropout=float(settings.get("dropout", 0.5)))
+    weights = settings.get("weights")
+    if not weights:
+        return model, "random init (no weights file given)"
+    return model, load_vgg16_weights(model, weights)

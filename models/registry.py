@@ -1,0 +1,111 @@
+"""The one model registry: every model the harness can train is written out in MODELS below."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from competition.errors import UserError
+from models.fcn import build_fcn
+from models.smp_zoo import build_smp
+
+Builder = Callable[[int, dict], tuple[nn.Module, str]]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it, its config defaults and its default Optuna search space."""
+
+    name: str
+    family: str  # "fcn" | "smp"
+    build: Builder  # (num_classes, settings) -> (model, what-was-loaded description)
+    defaults: dict  # model-specific config defaults, layered over the harness defaults
+    search_space: dict  # default Optuna search space: config key -> {"type": float|int|categorical, ...}
+    description: str
+
+
+# Search spaces for fine-tuning: one entry per harness config key.
+COMMON_SPACE: dict = {
+    "lr": {"type": "float", "low": 1e-5, "high": 3e-3, "log": True},
+    "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+    "optimizer": {"type": "categorical", "choices": ["adam", "adamw", "sgd"]},
+    "batch_size": {"type": "categorical", "choices": [4, 8, 16]},
+    "image_size": {"type": "categorical", "choices": [256, 384, 512]},
+    "loss": {"type": "categorical", "choices": ["ce", "ce+dice", "ce+lovasz", "focal+dice"]},
+    "aug_scale_max": {"type": "float", "low": 1.0, "high": 1.5},
+    "aug_color": {"type": "float", "low": 0.0, "high": 0.4},
+    "aug_hflip": {"type": "float", "low": 0.0, "high": 0.5},
+}
+FCN_SPACE: dict = COMMON_SPACE | {"dropout": {"type": "float", "low": 0.0, "high": 0.5}}
+SMP_SPACE: dict = COMMON_SPACE | {
+    "encoder": {"type": "categorical", "choices": ["resnet18", "resnet34", "efficientnet-b0"]},
+}
+
+FCN_DEFAULTS: dict = {"dropout": 0.5, "lr": 1e-4}
+SMP_DEFAULTS: dict = {"encoder": "resnet34", "lr": 3e-4}
+
+
+def _fcn(stride: int, description: str) -> ModelSpec:
+    return ModelSpec(f"fcn{stride}s", "fcn", partial(build_fcn, stride=stride), FCN_DEFAULTS, FCN_SPACE, description)
+
+
+def _smp(arch: str, description: str) -> ModelSpec:
+    return ModelSpec(arch, "smp", partial(build_smp, arch=arch), SMP_DEFAULTS, SMP_SPACE, description)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        _fcn(32, "FCN-32s, VGG16: one 32x bilinear-initialised upsampling"),
+        _fcn(16, "FCN-16s, VGG16: pool4 skip (the competition's seed network)"),
+        _fcn(8, "FCN-8s, VGG16: pool4 and pool3 skips (the competition's baseline)"),
+        _smp("unet", "U-Net (smp)"),
+        _smp("unetplusplus", "U-Net++ (smp)"),
+        _smp("deeplabv3", "DeepLabV3 (smp)"),
+        _smp("deeplabv3plus", "DeepLabV3+ (smp)"),
+        _smp("fpn", "FPN (smp)"),
+        _smp("pspnet", "PSPNet (smp)"),
+        _smp("pan", "PAN (smp)"),
+        _smp("linknet", "LinkNet (smp)"),
+        _smp("manet", "MA-Net (smp)"),
+        _smp("upernet", "UPerNet (smp)"),
+        _smp("segformer", "SegFormer decoder (smp)"),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registered model `name`; a UserError naming the closest match and the valid names otherwise."""
+    if name in MODELS:
+        return MODELS[name]
+    close = difflib.get_close_matches(name, list(MODELS), n=1)
+    hint = f"; did you mean '{close[0]}'? " if close else "; "
+    valid = ", ".join(spec.name for spec in list_models())
+    raise UserError(f"unknown model '{name}'{hint}valid: {valid}")
+
+
+def create_model(name: str, num_classes: int, settings: dict | None = None) -> tuple[nn.Module, str]:
+    """Model `name` for num_classes classes, settings layered over its defaults; and what it loaded."""
+    spec = get_spec(name)
+    return spec.build(num_classes, spec.defaults | (settings or {}))
+
+
+def count_parameters(name: str, num_classes: int = 12, settings: dict | None = None) -> int:
+    """Parameter count of model `name` (built without weight files, on the meta device where it can be)."""
+    settings = (settings or {}) | {"weights": None, "encoder_weights": None}
+    try:
+        with torch.device("meta"):
+            model, _ = create_model(name, num_classes, settings)
+    except (RuntimeError, NotImplementedError):  # a layer whose init reads tensor values (e.g. mit encoders)
+        model, _ = create_model(name, num_classes, settings)
+    return sum(p.numel() for p in model.parameters())
+
+
+def list_models() -> list[ModelSpec]:
+    """Every registered model, sorted by family then name."""
+    return sorted(MODELS.values(), key=lambda spec: (spec.family, spec.name))

@@ -1,0 +1,62 @@
+"""segmentation_models_pytorch baselines: random init by default, encoder weights only from a local file."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from competition.errors import UserError
+from models.fcn import read_state_dict
+
+MIN_SIZE = {"pan": 128}  # PAN's feature pyramid attention pools its stride-16 map three times
+
+
+class PadToMultiple(nn.Module):
+    """Runs `model` on the input zero-padded (bottom, right) to a multiple of `multiple` and at least
+    `min_size` per side, and crops the output back: logits always have the input's height and width."""
+
+    def __init__(self, model: nn.Module, multiple: int = 32, min_size: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        self.multiple = multiple
+        self.min_size = min_size
+
+    def _padded(self, n: int) -> int:
+        return max(self.min_size, -(-n // self.multiple) * self.multiple)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = self._padded(h) - h, self._padded(w) - w
+        if ph == 0 and pw == 0:
+            return self.model(x)
+        return self.model(F.pad(x, (0, pw, 0, ph)))[..., :h, :w]
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> str:
+    """Load a local state dict file into an SMP encoder (strict keys and shapes). Returns what was loaded."""
+    path = Path(path)
+    state = read_state_dict(path, "encoder weights")
+    try:
+        encoder.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+        raise UserError(f"{path}: does not fit the encoder: {' '.join(lines)[:300]}") from e
+    return f"encoder weights ({len(state)} tensors) from {path}"
+
+
+def build_smp(num_classes: int, settings: dict, *, arch: str) -> tuple[nn.Module, str]:
+    """SMP `arch` from settings `encoder` (name) and `encoder_weights` (a local state dict file or None)."""
+    encoder = str(settings.get("encoder", "resnet34"))
+    if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
+        close = difflib.get_close_matches(encoder, smp.encoders.get_encoder_names(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown encoder '{encoder}' for {arch}{hint}")
+    model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes)
+    weights = settings.get("encoder_weights")
+    what = load_encoder_weights(model.encoder, weights) if weights else "random init (no weights file given)"
+    return PadToMultiple(model, min_size=MIN_SIZE.get(arch, 0)), f"{arch}/{encoder}: {what}"
