@@ -108,6 +108,82 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    import models
+    from competition import search
+    from competition.leaderboard import format_table, leaderboard_rows
+
+    log = _logger(args)
+    cfg = resolve_settings(args, log)
+    quick = cfg["data"] and Path(cfg["data"]).resolve() == _sample_root().resolve()
+    space = search.load_space(args.space) if args.space else dict(models.get_spec(cfg["model"]).search_space)
+    if quick and not args.space:
+        space.pop("image_size", None)  # the quick profile fixes a small image size
+    trials = args.trials if args.trials is not None else (4 if quick else 20)
+    runs_dir = Path(args.runs_dir)
+    url = search.storage_url(args.storage, runs_dir)
+    name = args.study or cfg["model"]
+    study = search.create_study(url, name, cfg, args.pruner, args.seed)
+    recorded = study.user_attrs.get("model")
+    if recorded and recorded != cfg["model"]:
+        where = search.safe_url(url)
+        raise UserError(f"study {name!r} in {where} searches {recorded}, not {cfg['model']}; choose another --study")
+    study.set_user_attr("model", cfg["model"])
+    log(f"search space: {', '.join(space)}")
+    study = search.launch(
+        url, name, cfg, space, runs_dir, trials, args.workers, args.timeout, args.pruner, args.seed, log
+    )
+    result = search.summarize(study, url, runs_dir / "studies" / name, log)
+    log("")
+    log(format_table(leaderboard_rows(runs_dir)))
+    if args.json:
+        _emit_json(result)
+    return 0
+
+
+def _sample_root() -> Path:
+    from competition.data import sample_root
+
+    return sample_root()
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from competition.predict import predict_run
+    from competition.runs import find_run
+
+    log = _logger(args)
+    run_dir = find_run(Path(args.runs_dir), args.run)
+    result = predict_run(run_dir, args.data, args.tta, args.name, args.batch_size, args.device, log=log)
+    if args.json:
+        _emit_json(result)
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from competition.ensemble import ensemble_runs, vote_csvs
+
+    log = _logger(args)
+    if args.from_csv:
+        if args.runs:
+            raise UserError(f"ensemble --from-csv votes CSV files; drop the RUN arguments {' '.join(args.runs)}")
+        result = vote_csvs([Path(p) for p in args.from_csv], args.data, args.name, log=log)
+    else:
+        result = ensemble_runs(
+            args.runs,
+            Path(args.runs_dir),
+            args.name,
+            args.weights,
+            args.data,
+            args.tta,
+            args.device,
+            args.batch_size,
+            log=log,
+        )
+    if args.json:
+        _emit_json(result)
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from competition.leaderboard import format_table, leaderboard_rows, write_csv
 
@@ -225,6 +301,16 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
 
 
+def _prediction_options(p: argparse.ArgumentParser) -> None:
+    """The options predict and ensemble share."""
+    p.add_argument("--tta", help="test-time augmentation: hflip, vflip and scales, e.g. hflip,vflip,0.75,1,1.25")
+    p.add_argument("--data", help="dataset root whose test.json is predicted (default: the run's dataset)")
+    p.add_argument("--runs-dir", default="runs", help="where run folders are (default runs/)")
+    p.add_argument("--batch-size", type=int, help="test images per batch (default: the run's batch size)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = GPU when present")
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="./run.sh",
@@ -244,6 +330,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int, help="train only this fold")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (skips finished folds)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("search", help="Optuna study whose objective is k-fold CV mIoU; creates or resumes")
+    p.add_argument("model", help="a registered model (./run.sh models)")
+    _training_options(p)
+    p.add_argument("--trials", type=int, help="trials to run now (more, if the study exists); default 20 (4 on sample)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite in the runs folder); journal:PATH for a file")
+    p.add_argument("--study", help="study name (default: the model name)")
+    p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
+    p.add_argument("--space", type=Path, help="search space file (YAML or JSON) replacing the model's default")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("predict", help="test-set probabilities for a run (all its folds) and its submission CSV")
+    p.add_argument("run", help="run id, unique id prefix, run folder, trial:STUDY:NUMBER or best:STUDY")
+    _prediction_options(p)
+    p.add_argument("--name", help="submissions/NAME.csv (default: the run id, plus -tta with TTA)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("ensemble", help="soft-vote ensemble of runs (or hard vote of CSVs) -> submissions/NAME.csv")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="two or more runs (ids, prefixes, folders, trial refs)")
+    p.add_argument("--from-csv", nargs="+", metavar="CSV", help="pixel-wise majority vote of these CSVs instead")
+    p.add_argument("--weights", default="auto", help="auto (best out-of-fold mIoU), equal, or w1,w2,... (default auto)")
+    _prediction_options(p)
+    p.add_argument("--name", help="submissions/NAME.csv and runs/NAME (default: ensemble-DATE-HEX)")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("leaderboard", help="runs, trials and ensembles ranked by CV mIoU")
     p.add_argument("--runs-dir", default="runs")

@@ -62,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 # Used instead of the defaults on the embedded sample dataset, so the main job takes minutes on 2 CPU cores.
-QUICK_PROFILE: dict[str, Any] = {"folds": 3, "epochs": 4, "image_size": 64, "batch_size": 8, "num_workers": 0}
+QUICK_PROFILE: dict[str, Any] = {"folds": 2, "epochs": 6, "image_size": 64, "batch_size": 4, "num_workers": 0}
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "overlap": ("max", "small-on-top"),

@@ -14,7 +14,8 @@ import pandas as pd
 from competition.fileio import atomic_path, read_json
 from competition.runs import list_runs, read_run
 
-KEY_SETTINGS = ("epochs", "image_size", "batch_size", "optimizer", "lr", "loss", "encoder")
+KEY_SETTINGS = ("epochs", "image_size", "batch_size", "optimizer", "lr", "loss")
+FAMILY_SETTINGS = {"smp": ("encoder",), "fcn": ("dropout",)}
 
 
 def leaderboard_rows(runs_dir: Path) -> list[dict[str, Any]]:
@@ -37,12 +38,33 @@ def leaderboard_rows(runs_dir: Path) -> list[dict[str, Any]]:
                 "folds": len(info.get("folds", [])),
                 "metric": info.get("metric", "image"),
                 "study": f"{trial['study']}#{trial['number']}" if trial else "",
-                "settings": ", ".join(f"{k}={cfg[k]}" for k in KEY_SETTINGS if k in cfg and cfg[k] is not None),
+                "settings": _settings(info, cfg),
                 "date": info.get("finished", info.get("created", "")),
                 "dir": info["dir"],
             }
         )
     return sorted(rows, key=lambda r: r["miou"], reverse=True)
+
+
+def _settings(info: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """A run's key settings, or an ensemble's members and weights."""
+    if info.get("kind") == "ensemble":
+        return ", ".join(f"{m}*{w:.2f}" for m, w in zip(info["members"], info["weights"], strict=True))
+    return describe_settings(cfg)
+
+
+def describe_settings(cfg: dict[str, Any]) -> str:
+    """The settings that tell runs apart, short: `epochs=30, image_size=256, ..., lr=0.0003`."""
+    if not cfg.get("model"):
+        return ""
+    from models import get_spec
+
+    keys = KEY_SETTINGS + FAMILY_SETTINGS.get(get_spec(cfg["model"]).family, ())
+    return ", ".join(f"{k}={short(cfg[k])}" for k in keys if cfg.get(k) is not None)
+
+
+def short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

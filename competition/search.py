@@ -1,0 +1,413 @@
+"""Optuna hyperparameter search whose objective is the k-fold CV mIoU of a training run.
+
+Each trial samples settings from the model family's search space (declared beside its registration in
+models/registry.py, or `--space FILE`), trains every fold with competition.train.train_run, and returns the
+CV mean of the ranking metric. The model's default configuration is enqueued as trial 0, so a search never
+ends worse than the default.
+
+Pruning across folds. After every epoch of every fold the trial reports the *running CV mean* (finished
+folds' scores and the current fold's best so far) at global step `fold * epochs + epoch`, folds always in the
+same order, so a step means the same amount of training in every trial and values are comparable. The default
+MedianPruner stops a trial whose running mean is below the median of earlier trials at the same step: it has no
+assumptions about the budget, works from a handful of trials (two start-up trials, a warm-up of a third of a
+fold), and never kills the first trials, which fits searches of tens of expensive trials. Because the value
+averages folds seen so far, an early fold that is merely hard does not look worse than it is for one trial and
+not another: every trial sees the same folds at the same steps. Hyperband (`--pruner hyperband`) spends less on
+poor trials but needs many more of them to be reliable; `none` trains every trial to the end.
+
+Storage: an SQLite file in the runs folder by default; any Optuna RDB URL (PostgreSQL for several machines),
+or `journal:PATH` for a journal file shared by processes on one machine. Trials that a killed worker left
+RUNNING are failed and retried once, resuming from the failed trial's run folder (finished folds are kept):
+by heartbeat on server databases, at start-up on SQLite and journal files.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.storages import RetryFailedTrialCallback
+from optuna.trial import TrialState
+
+from competition.config import read_config_file, validate
+from competition.errors import UserError
+from competition.leaderboard import short
+from competition.runs import update_run
+
+Log = Callable[[str], None]
+SPACE_TYPES = ("float", "int", "categorical")
+HEARTBEAT_SECONDS = 60
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def storage_url(spec: str | None, runs_dir: Path) -> str:
+    """The storage to use: --storage as given, else an SQLite file in the runs folder."""
+    if spec:
+        return spec
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(runs_dir / 'optuna.db').resolve()}"
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for logs and JSON."""
+    if url.startswith("journal:"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy understands: show only its scheme
+        return url.split(":", 1)[0] + ":***"
+
+
+def is_server_db(url: str) -> bool:
+    return not url.startswith(("sqlite", "journal:"))
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for a URL; server databases get a heartbeat that fails and retries dead trials."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url[len("journal:") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    try:
+        if url.startswith("sqlite"):
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=3 * HEARTBEAT_SECONDS,
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+        )
+    except Exception as e:  # bad URL, server down, missing driver: one line, no password
+        raise UserError(f"--storage {safe_url(url)}: cannot open: {str(e).splitlines()[0][:200]}") from None
+
+
+# --------------------------------------------------------------------------- search space
+
+
+def load_space(path: Path) -> dict[str, Any]:
+    """A search space file (YAML or JSON): setting -> {type: float|int|categorical, ...}."""
+    space = read_config_file(path)
+    check_space(space, str(path))
+    return space
+
+
+def check_space(space: dict[str, Any], source: str) -> None:
+    from competition.config import check_key
+
+    for key, spec in space.items():
+        check_key(key, source)
+        if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
+            raise UserError(f"{source}: {key}: expected {{type: float|int|categorical, ...}}, got {spec!r}")
+        if spec["type"] == "categorical":
+            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+                raise UserError(f"{source}: {key}: categorical needs a non-empty 'choices' list")
+        elif not all(k in spec for k in ("low", "high")) or not spec["low"] <= spec["high"]:
+            raise UserError(f"{source}: {key}: {spec['type']} needs 'low' <= 'high'")
+
+
+def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
+    """Sample one configuration from the space."""
+    params: dict[str, Any] = {}
+    for key, spec in space.items():
+        if spec["type"] == "float":
+            params[key] = trial.suggest_float(key, spec["low"], spec["high"], log=spec.get("log", False))
+        elif spec["type"] == "int":
+            params[key] = trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step", 1))
+        else:
+            params[key] = trial.suggest_categorical(key, spec["choices"])
+    return params
+
+
+def default_params(space: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """The run's default settings restricted to the space (those the space can express)."""
+    params = {}
+    for key, spec in space.items():
+        value = cfg.get(key)
+        if spec["type"] == "categorical":
+            if value in spec["choices"]:
+                params[key] = value
+        elif isinstance(value, (int, float)) and spec["low"] <= value <= spec["high"]:
+            params[key] = value
+    return params
+
+
+# --------------------------------------------------------------------------- pruning
+
+
+def make_pruner(kind: str, cfg: dict[str, Any]) -> optuna.pruners.BasePruner:
+    epochs = int(cfg["epochs"])
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, epochs // 3))
+    if kind == "hyperband":
+        folds = 1 if cfg["split"] == "official" else int(cfg["folds"])
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 3), max_resource=folds * epochs)
+    return optuna.pruners.NopPruner()
+
+
+# --------------------------------------------------------------------------- study
+
+
+def create_study(url: str, name: str, cfg: dict[str, Any], pruner: str, seed: int | None) -> optuna.Study:
+    """Create (or load) the study once, before any worker starts (avoids the table-creation race)."""
+    study = optuna.create_study(
+        storage=open_storage(url),
+        study_name=name,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=make_pruner(pruner, cfg),
+    )
+    return study
+
+
+def fail_stale_running_trials(study: optuna.Study, log: Log) -> int:
+    """SQLite/journal: trials left RUNNING by a killed process are failed and retried once."""
+    retry = RetryFailedTrialCallback(max_retry=1)
+    count = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker killed (found RUNNING)")
+        if study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            retry(study, study._storage.get_trial(trial._trial_id))
+            count += 1
+            log(f"trial {trial.number}: left running by a killed worker; failed and queued for one retry")
+    return count
+
+
+class Objective:
+    """Train one configuration per trial; its value is the CV mean of the ranking metric."""
+
+    def __init__(self, base: dict[str, Any], space: dict[str, Any], runs_dir: Path, study: str, log: Log):
+        self.base, self.space, self.runs_dir, self.study, self.log = base, space, runs_dir, study, log
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from competition.train import NonFiniteLoss, remove_heavy_files, train_run
+
+        params = suggest(trial, self.space)
+        cfg = {**self.base, **params}
+        validate(cfg)
+        run_dir = self._run_dir(trial)
+        trial.set_user_attr("run", run_dir.name)
+        trial.set_user_attr("dir", str(run_dir.resolve()))
+        update_run(run_dir, trial={"study": self.study, "number": trial.number})
+        log = self._prefixed(trial.number)
+        log(f"start: {', '.join(f'{k}={short(v)}' for k, v in params.items())}")
+        epochs = int(cfg["epochs"])
+
+        def report(fold: int, epoch: int, running_mean: float) -> None:
+            trial.report(running_mean, fold * epochs + epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"running CV mean {running_mean:.4f} after fold {fold} epoch {epoch + 1}")
+
+        try:
+            results = train_run(cfg, run_dir, log, on_epoch=report)
+        except optuna.TrialPruned as e:
+            self._end(trial, run_dir, "pruned", str(e))
+            remove_heavy_files(run_dir)
+            raise
+        except torch.cuda.OutOfMemoryError as e:
+            self._end(trial, run_dir, "pruned", f"CUDA out of memory: {str(e).splitlines()[0][:160]}")
+            remove_heavy_files(run_dir)
+            raise optuna.TrialPruned("CUDA out of memory") from None
+        except NonFiniteLoss as e:
+            self._end(trial, run_dir, "failed", str(e))
+            remove_heavy_files(run_dir)
+            raise
+        update_run(run_dir, kind="trial")
+        return float(results["miou"])
+
+    def _run_dir(self, trial: optuna.Trial) -> Path:
+        """A retried trial continues in the failed trial's folder, so its finished folds are kept."""
+        previous = trial.user_attrs.get("run")
+        if previous and (self.runs_dir / previous).is_dir():
+            failed = trial.system_attrs.get("failed_trial")
+            self._prefixed(trial.number)(f"retry of trial {failed}: resuming {previous}")
+            return self.runs_dir / previous
+        return self.runs_dir / f"{self.study}-t{trial.number:03d}-{secrets.token_hex(2)}"
+
+    def _end(self, trial: optuna.Trial, run_dir: Path, status: str, reason: str) -> None:
+        trial.set_user_attr("fail_reason" if status == "failed" else "prune_reason", reason)
+        update_run(run_dir, status=status, reason=reason)
+        self._prefixed(trial.number)(f"{status}: {reason}")
+
+    def _prefixed(self, number: int) -> Log:
+        return lambda msg: self.log(f"[trial {number}] {msg}")
+
+
+def progress_callback(total: int, started_with: int, log: Log) -> Callable[[optuna.Study, Any], None]:
+    """After each trial: `trial n/N finished: value (best so far)`."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished()) - started_with
+        try:
+            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+        except ValueError:
+            best = "no complete trial yet"
+        value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        log(f"trial {trial.number} {trial.state.name.lower()}: {value}; {min(done, total)}/{total} done; {best}")
+
+    return callback
+
+
+def run_worker(
+    url: str,
+    name: str,
+    base: dict[str, Any],
+    space: dict[str, Any],
+    runs_dir: Path,
+    n_trials: int,
+    timeout: float | None,
+    pruner: str,
+    seed: int | None,
+    started_with: int,
+    total: int,
+    log: Log = print,
+) -> None:
+    """One worker: optimise `n_trials` trials of the study (a process of its own with --workers N)."""
+    from competition.train import NonFiniteLoss
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = create_study(url, name, base, pruner, seed)
+    study.optimize(
+        Objective(base, space, runs_dir, name, log),
+        n_trials=n_trials,
+        timeout=timeout,
+        catch=(NonFiniteLoss,),  # a NaN loss fails that trial (reason in its user attributes); the search goes on
+        callbacks=[progress_callback(total, started_with, log)],
+    )
+
+
+def _worker_process(*args: Any) -> None:
+    """Entry point of a worker process: a line-buffered log with the worker's number."""
+    index = args[-1]
+
+    def log(msg: str) -> None:
+        print(f"[w{index}] {msg}", flush=True)
+
+    run_worker(*args[:-1], log=log)
+
+
+def split_trials(n: int, workers: int) -> list[int]:
+    """N trials over W workers exactly: the first N % W workers take one more."""
+    return [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
+
+
+def launch(
+    url: str,
+    name: str,
+    base: dict[str, Any],
+    space: dict[str, Any],
+    runs_dir: Path,
+    n_trials: int,
+    workers: int,
+    timeout: float | None,
+    pruner: str,
+    seed: int | None,
+    log: Log,
+) -> optuna.Study:
+    """Create/resume the study, enqueue the default configuration, run the workers; returns the study."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = create_study(url, name, base, pruner, seed)
+    if not is_server_db(url):
+        fail_stale_running_trials(study, log)
+    if not study.trials:
+        study.enqueue_trial(default_params(space, base), user_attrs={"default": True})
+        log("trial 0 is the model's default configuration")
+    started_with = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+    log(f"study {name} on {safe_url(url)}: {started_with} finished trials; running {n_trials} more")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    shares = [s for s in split_trials(n_trials, workers) if s > 0]
+    if len(shares) == 1:
+        run_worker(url, name, base, space, runs_dir, shares[0], timeout, pruner, seed, started_with, n_trials, log)
+        return study
+    gpus = torch.cuda.device_count() if base["device"] != "cpu" else 0
+    context = multiprocessing.get_context("spawn")
+    processes = []
+    for i, share in enumerate(shares):
+        worker_seed = None if seed is None else seed + i
+        env_before = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if gpus > 1:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(i % gpus)  # round-robin, inherited by the child
+        args = (url, name, base, space, runs_dir, share, timeout, pruner, worker_seed, started_with, n_trials, i)
+        process = context.Process(target=_worker_process, args=args)
+        process.start()
+        processes.append(process)
+        if gpus > 1:
+            _restore_env("CUDA_VISIBLE_DEVICES", env_before)
+        log(f"worker {i}: pid {process.pid}, {share} trials" + (f", GPU {i % gpus}" if gpus > 1 else ""))
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()
+        raise
+    bad = [p.exitcode for p in processes if p.exitcode]
+    if bad:
+        log(f"warning: {len(bad)} worker(s) exited with errors (exit codes {bad}); see their output above")
+    return study
+
+
+def _restore_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+
+
+def summarize(study: optuna.Study, url: str, out_dir: Path, log: Log, top: int = 10) -> dict[str, Any]:
+    """Top-trials table, best_params.json, trials.csv and plots in the study folder; the --json result."""
+    from competition.fileio import atomic_path, write_json
+    from competition.study_plots import save_study_plots
+
+    trials = study.get_trials(deepcopy=False)
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    counts = {s: sum(1 for t in trials if t.state == s) for s in states}
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "trials.csv") as tmp:
+        study.trials_dataframe().to_csv(tmp, index=False)
+    best = None
+    if complete:
+        b = complete[0]
+        best = {"miou": b.value, "params": b.params, "run": b.user_attrs.get("run"), "number": b.number}
+        write_json(out_dir / "best_params.json", best)
+    save_study_plots(study, out_dir, log)
+
+    log("")
+    log(f"{'trial':>5} {'CV mIoU':>8}  {'run':<28} params")
+    for t in complete[:top]:
+        params = ", ".join(f"{k}={short(v)}" for k, v in t.params.items())
+        log(f"{t.number:>5} {t.value:>8.4f}  {t.user_attrs.get('run', ''):<28} {params}")
+    log(
+        f"study {study.study_name}: {len(trials)} trials ({counts[TrialState.COMPLETE]} complete, "
+        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed); folder {out_dir}"
+    )
+    if best:
+        log(f"best: trial {best['number']} CV mIoU {best['miou']:.4f} -> ./run.sh predict best:{study.study_name}")
+    return {
+        "study": study.study_name,
+        "storage": safe_url(url),
+        "trials": len(trials),
+        "complete": counts[TrialState.COMPLETE],
+        "pruned": counts[TrialState.PRUNED],
+        "failed": counts[TrialState.FAIL],
+        "best": best,
+        "dir": str(out_dir),
+    }
+
+
+def epochs_spent(study: optuna.Study) -> int:
+    """Training epochs all trials used (one reported step per epoch): the search's cost."""
+    return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))

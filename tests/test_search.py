@@ -1,0 +1,276 @@
+"""Optuna search: space handling, pruning steps, fault handling, resume, several workers (journal and
+PostgreSQL), and a worker killed with SIGKILL in the middle of a trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import models
+from competition import search
+from competition.cli import main
+from competition.config import resolve
+from competition.errors import UserError
+from competition.sample_data import write_sample_dataset
+from competition.study_refs import resolve_trial_ref
+
+TINY_ARGS = ["--epochs", "2", "--folds", "2", "--image-size", "32", "--batch-size", "4",
+             "--set", "encoder=resnet18", "--set", "num_workers=0", "--set", "overlays=0"]  # fmt: skip
+SMALL_SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
+    "loss": {"type": "categorical", "choices": ["ce", "ce+dice"]},
+}
+
+
+@pytest.fixture
+def sample_root(tmp_path):
+    return write_sample_dataset(tmp_path / "sample", n_train=10, n_test=4, size=40)
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(SMALL_SPACE))
+    return path
+
+
+def study_of(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=search.open_storage(url))
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "competition", *args], capture_output=True, text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_space_files_and_defaults(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "lr: {type: float, low: 0.0001, high: 0.01, log: true}\nbatch_size: {type: categorical, choices: [4, 8]}\n"
+    )
+    space = search.load_space(path)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    params = search.suggest(study.ask(), space)
+    assert 1e-4 <= params["lr"] <= 1e-2 and params["batch_size"] in (4, 8)
+    assert search.default_params(space, {"lr": 3e-4, "batch_size": 16}) == {"lr": 3e-4}  # 16: not a choice
+    path.write_text("lr: {type: float, low: 1, high: 0}\n")
+    with pytest.raises(UserError, match="space.yaml: lr"):
+        search.load_space(path)
+    path.write_text("lrr: {type: float, low: 0.1, high: 1}\n")
+    with pytest.raises(UserError, match="did you mean 'lr'"):
+        search.load_space(path)
+    for spec in models.list_models():  # every family's declared space is valid
+        search.check_space(spec.search_space, spec.name)
+
+
+def test_trials_split_exactly_and_passwords_hidden():
+    assert search.split_trials(5, 2) == [3, 2] and sum(search.split_trials(7, 3)) == 7
+    assert search.split_trials(1, 3) == [1, 0, 0]
+    hidden = search.safe_url("postgresql://user:s3cret@db.example:5432/optuna")
+    assert "s3cret" not in hidden and "user" in hidden and "db.example" in hidden
+    assert isinstance(search.make_pruner("median", resolve()), optuna.pruners.MedianPruner)
+    assert isinstance(search.make_pruner("hyperband", resolve()), optuna.pruners.HyperbandPruner)
+
+
+def fake_training(values_by_lr, raise_for=None):
+    """A stand-in for train_run: reports a running mean per epoch from a table, records the steps."""
+    steps: dict[int, list[int]] = {}
+
+    def train_run(cfg, run_dir, log, on_epoch=None):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "fold_0").mkdir(exist_ok=True)
+        (run_dir / "fold_0" / "best.pt").write_bytes(b"x")
+        if raise_for and cfg["lr"] in raise_for:
+            raise raise_for[cfg["lr"]]
+        value = values_by_lr[cfg["lr"]]
+        for fold in range(cfg["folds"]):
+            for epoch in range(cfg["epochs"]):
+                steps.setdefault(cfg["lr"], []).append(fold * cfg["epochs"] + epoch)
+                on_epoch(fold, epoch, value)
+        return {"miou": value}
+
+    return train_run, steps
+
+
+def enqueue_lrs(url, name, lrs):
+    study = search.create_study(url, name, resolve(), "median", 0)
+    for lr in lrs:
+        study.enqueue_trial({"lr": lr, "loss": "ce"})
+
+
+def test_pruning_reports_running_mean_at_global_steps(tmp_path, monkeypatch):
+    values = {1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1}
+    fake, steps = fake_training(values)
+    monkeypatch.setattr("competition.train.train_run", fake)
+    cfg = {**resolve(flags={"epochs": 3, "folds": 2}), "model": "unet"}
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
+    search.launch(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", 4, 1, None, "median", 0, lambda m: None)
+    study = study_of(url, "s")
+    states = [t.state for t in study.trials]
+    assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE]  # two start-up trials are never pruned
+    assert states[3] == TrialState.PRUNED  # far below the median after the warm-up
+    assert steps[1e-3] == [0, 1, 2, 3, 4, 5]  # fold * epochs + epoch, folds in order
+    assert steps[1e-4] == [0, 1]  # pruned at the first step after the warm-up (1 epoch)
+    pruned = study.trials[3]
+    assert "running CV mean" in pruned.user_attrs["prune_reason"]
+    run = tmp_path / "runs" / pruned.user_attrs["run"]
+    assert json.loads((run / "run.json").read_text())["status"] == "pruned"
+    assert not (run / "fold_0" / "best.pt").exists()  # pruned trials' checkpoints are removed
+
+
+def test_oom_and_nan_end_only_that_trial(tmp_path, monkeypatch):
+    from competition.train import NonFiniteLoss
+
+    errors = {2e-3: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+              3e-4: NonFiniteLoss("fold 0 epoch 1: loss is nan")}  # fmt: skip
+    fake, _ = fake_training({1e-3: 0.5, 1e-4: 0.3}, raise_for=errors)
+    monkeypatch.setattr("competition.train.train_run", fake)
+    cfg = {**resolve(flags={"epochs": 1, "folds": 1}), "model": "unet"}
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
+    search.launch(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", 4, 1, None, "none", 0, lambda m: None)
+    trials = study_of(url, "s").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
+    assert "out of memory" in trials[1].user_attrs["prune_reason"]
+    assert "loss is nan" in trials[2].user_attrs["fail_reason"]
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_search_end_to_end_and_resume(sample_root, space_file, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    args = ["search", "unet", "--data", str(sample_root), "--runs-dir", str(runs), "--space", str(space_file),
+            "--pruner", "none", "--seed", "1", "--json", *TINY_ARGS]  # fmt: skip
+    assert main([*args, "--trials", "2"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["study"] == "unet" and out["trials"] == 2 and out["complete"] == 2
+    assert {"storage", "pruned", "failed", "best"} <= set(out) and out["storage"].startswith("sqlite:///")
+    assert set(out["best"]) >= {"miou", "params", "run"}
+    study = study_of(out["storage"], "unet")
+    default = resolve(models.get_spec("unet").defaults)
+    assert study.trials[0].params == {"lr": default["lr"], "loss": default["loss"]}  # the default goes first
+    folder = runs / "studies" / "unet"
+    assert json.loads((folder / "best_params.json").read_text())["miou"] == out["best"]["miou"]
+    assert (folder / "optimization_history.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "trials.csv").exists()
+
+    assert main([*args, "--trials", "1"]) == 0  # the same command continues: N more trials
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["trials"] == 3 and out["complete"] == 3
+    best_dir = resolve_trial_ref(runs, "best:unet")
+    assert best_dir.name == out["best"]["run"]
+    assert resolve_trial_ref(runs, "trial:unet:1").name == study_of(out["storage"], "unet").trials[1].user_attrs["run"]
+    assert main(["leaderboard", "--runs-dir", str(runs), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(rows) == 3 and {r["kind"] for r in rows} == {"trial"}
+
+
+def check_workers_result(url: str, name: str, runs: Path, n: int, proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    trials = study_of(url, name).trials
+    assert len(trials) == n  # exactly the requested count, no overshoot
+    assert sorted(t.number for t in trials) == list(range(n))  # unique numbers
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:  # no lost results: each trial's value is its run folder's CV mIoU
+        results = json.loads((runs / t.user_attrs["run"] / "results.json").read_text())
+        assert results["miou"] == pytest.approx(t.value)
+    assert len({t.user_attrs["run"] for t in trials}) == n
+    assert "[w0]" in proc.stdout and "[w1]" in proc.stdout
+
+
+def test_two_workers_on_a_journal_file(sample_root, space_file, tmp_path):
+    runs = tmp_path / "runs"
+    url = f"journal:{tmp_path / 'journal.log'}"
+    proc = cli("search", "unet", "--data", str(sample_root), "--runs-dir", str(runs), "--space", str(space_file),
+               "--storage", url, "--workers", "2", "--trials", "4", "--pruner", "none", *TINY_ARGS)  # fmt: skip
+    check_workers_result(url, "unet", runs, 4, proc)
+
+
+@pytest.fixture
+def postgres_url():
+    url = os.environ.get("COMPETITION_TEST_POSTGRES")
+    if url:
+        return url
+    if os.environ.get("COMPETITION_REQUIRE_POSTGRES"):
+        pytest.fail("COMPETITION_REQUIRE_POSTGRES is set but COMPETITION_TEST_POSTGRES is not")
+    script = Path(__file__).resolve().parents[1] / ".ci" / "postgres.sh"
+    data = Path(f"/tmp/competition-test-pg-{os.getpid()}")
+    started = subprocess.run([str(script), "start", str(data)], capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.skip(f"no PostgreSQL server could be started locally: {started.stderr.strip()[:200]}")
+    yield started.stdout.strip()
+    subprocess.run([str(script), "stop", str(data)], capture_output=True)
+    subprocess.run(["rm", "-rf", str(data)])
+
+
+def test_two_workers_on_postgresql(sample_root, space_file, tmp_path, postgres_url):
+    runs = tmp_path / "runs"
+    name = f"pg-{os.getpid()}-{time.time_ns()}"
+    proc = cli("search", "unet", "--data", str(sample_root), "--runs-dir", str(runs), "--space", str(space_file),
+               "--storage", postgres_url, "--study", name, "--workers", "2", "--trials", "4", "--pruner", "none",
+               *TINY_ARGS)  # fmt: skip
+    check_workers_result(postgres_url, name, runs, 4, proc)
+    password = postgres_url.split(":")[2].split("@")[0]
+    assert password not in proc.stdout and password not in proc.stderr  # never print a database password
+
+
+def test_kill_mid_trial_then_resume(sample_root, space_file, tmp_path):
+    """SIGKILL a search worker in the middle of trial 1 (its fold 0 finished), re-run: nothing finished is lost."""
+    runs = tmp_path / "runs"
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    args = ["search", "unet", "--data", str(sample_root), "--runs-dir", str(runs), "--space", str(space_file),
+            "--storage", url, "--pruner", "none", "--seed", "3", *TINY_ARGS]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "competition", *args, "--trials", "3"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    killed_run = None
+    while time.time() < deadline and killed_run is None:
+        time.sleep(0.2)
+        for run_json in runs.glob("*/run.json"):
+            try:
+                info = json.loads(run_json.read_text())
+            except json.JSONDecodeError:
+                continue
+            if info.get("trial", {}).get("number") == 1 and (run_json.parent / "fold_0" / "result.json").exists():
+                killed_run = run_json.parent
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert killed_run is not None, "trial 1 never finished its first fold"
+    before = study_of(url, "unet").trials
+    assert before[0].state == TrialState.COMPLETE and before[1].state == TrialState.RUNNING
+    fold0 = (killed_run / "fold_0" / "result.json").read_text()
+    for path in killed_run.rglob("*"):  # nothing half-written: every published file is whole
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.name == "best.pt" or path.name == "last.pt":
+            torch.load(path, weights_only=True)
+
+    done = cli(*args, "--trials", "2")
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    after = study_of(url, "unet").trials
+    assert after[0].value == before[0].value  # the finished trial is untouched
+    assert [t.state for t in after] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    retry = after[2]
+    assert retry.system_attrs["failed_trial"] == 1 and retry.params == after[1].params
+    assert retry.user_attrs["run"] == killed_run.name  # the retry resumed the killed trial's folder
+    assert (killed_run / "fold_0" / "result.json").read_text() == fold0  # its finished fold was kept
+    assert "fold 0: finished earlier" in done.stdout
+    assert json.loads((killed_run / "results.json").read_text())["miou"] == pytest.approx(retry.value)

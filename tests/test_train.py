@@ -1,0 +1,200 @@
+"""Training: config layering, losses, schedules, a one-batch overfit, a 2-fold run end to end, resume, leaderboard."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import models
+from competition.cli import main
+from competition.config import DEFAULTS, resolve
+from competition.data import DataRoot
+from competition.errors import UserError
+from competition.losses import MixedLoss, parse_loss
+from competition.metric import MeanIoU
+from competition.optim import lr_factor
+from competition.probs import read_probs
+from competition.sample_data import write_sample_dataset
+from competition.submission import resize_nearest
+from competition.train import train_run
+
+TINY = {"image_size": 32, "epochs": 2, "folds": 2, "batch_size": 4, "num_workers": 0, "encoder": "resnet18"}
+
+
+@pytest.fixture
+def sample_root(tmp_path):
+    return write_sample_dataset(tmp_path / "sample", n_train=12, n_test=4, size=48)
+
+
+def tiny_cfg(root, model="unet", **overrides):
+    cfg = resolve(models.get_spec(model).defaults, flags={**TINY, **overrides})
+    cfg.update(model=model, data=str(root), overlays=1)
+    return cfg
+
+
+def test_config_layers(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 0.01\nepochs: 7\nclasses:\n  UNKNOWN: ignore\n")
+    cfg = resolve({"lr": 0.5, "encoder": "resnet18"}, config, ["epochs=9", "classes.Glass=keep"], {"epochs": 11})
+    assert cfg["encoder"] == "resnet18"  # model default over harness default
+    assert cfg["lr"] == 0.01  # file over model default
+    assert cfg["epochs"] == 11  # flag over --set over file
+    assert cfg["classes"] == {"UNKNOWN": "ignore", "Glass": "keep"}
+    assert cfg["batch_size"] == DEFAULTS["batch_size"]
+    with pytest.raises(UserError, match="did you mean 'epochs'"):
+        resolve(sets=["epoch=3"])
+    with pytest.raises(UserError, match="optimizer"):
+        resolve(sets=["optimizer=rmsprop"])
+
+
+def test_loss_mixes():
+    assert parse_loss("0.7*ce+0.3*dice") == [(0.7, "ce"), (0.3, "dice")]
+    assert parse_loss("ce+lovasz") == [(1.0, "ce"), (1.0, "lovasz")]
+    with pytest.raises(UserError, match="loss"):
+        parse_loss("ce+hinge")
+    logits = torch.randn(2, 4, 8, 8)
+    target = torch.randint(0, 4, (2, 8, 8))
+    target[0, 0, 0] = 255
+    ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=255)
+    assert torch.isclose(MixedLoss("ce")(logits, target), ce)
+    mixed = MixedLoss("0.5*ce+2*dice")(logits, target)
+    dice = MixedLoss("dice")(logits, target)
+    assert torch.isclose(mixed, 0.5 * ce + 2 * dice)
+    for name in ("focal", "lovasz"):
+        assert torch.isfinite(MixedLoss(name)(logits, target))
+
+
+def test_schedules():
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)  # linear warmup
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(99, 100, 0, "cosine") < 0.01
+    assert lr_factor(50, 100, 0, "poly") == pytest.approx(0.5**0.9)
+    assert lr_factor(50, 100, 0, "none") == 1.0
+
+
+def test_one_batch_overfit(sample_root):
+    """The training step learns: a small model memorises one batch to a high mIoU."""
+    torch.manual_seed(0)
+    data = DataRoot(sample_root)
+    classes = data.classes()
+    store = data.masks("train_all", classes)
+    coco = data.coco("train_all")
+    images = [im for im in coco.images if im.height == im.width][:4]
+    from competition.dataset import SegmentationDataset, eval_transform
+
+    cfg = resolve(flags={"image_size": 32})
+    ds = SegmentationDataset(sample_root, coco.path, images, store, eval_transform(cfg), "eval")
+    x = torch.stack([ds[i][0] for i in range(4)])
+    y = torch.stack([torch.from_numpy(resize_nearest(store[im.id], 32).astype(np.int64)) for im in images])
+    model, _ = models.create_model("unet", classes.num_classes, {"encoder": "resnet18"})
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss_fn = MixedLoss("ce")
+    first = None
+    for _ in range(60):
+        loss = loss_fn(model(x), y)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    metric = MeanIoU(classes.num_classes)
+    with torch.no_grad():
+        metric.update(model(x).argmax(1), y)
+    assert loss.item() < first / 10
+    assert metric.compute().miou_image > 0.8
+
+
+def test_two_fold_run_end_to_end(sample_root, tmp_path, capsys):
+    code = main(["train", "unet", "--data", str(sample_root), "--runs-dir", str(tmp_path / "runs"), "--json",
+                 "--folds", "2", "--epochs", "2", "--image-size", "32", "--batch-size", "4",
+                 "--set", "encoder=resnet18", "--set", "num_workers=0", "--set", "overlays=1"])  # fmt: skip
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"run", "model", "folds", "miou", "miou_std", "dir"} <= set(out)
+    assert out["model"] == "unet" and len(out["folds"]) == 2
+    assert out["miou"] == pytest.approx(np.mean([f["miou"] for f in out["folds"]]))
+    run = tmp_path / "runs" / out["run"]
+    assert json.loads((run / "config.json").read_text())["encoder"] == "resnet18"
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    history = pd.read_csv(run / "metrics.csv")
+    assert len(history) == 4 and set(history["fold"]) == {0, 1}
+    per_class = pd.read_csv(run / "per_class_iou.csv")
+    assert list(per_class.columns) == ["class", "fold_0", "fold_1", "mean"] and len(per_class) == 12
+    for png in ("learning_curves.png", "per_class_iou.png", "fold_0/overlay_0.png"):
+        assert (run / png).read_bytes()[:4] == b"\x89PNG"
+    data = DataRoot(sample_root)
+    for fold in out["folds"]:
+        d = run / f"fold_{fold['fold']}"
+        assert not (d / "last.pt").exists()
+        best = torch.load(d / "best.pt", weights_only=True)
+        assert best["epoch"] in (1, 2) and set(best["model"]) == set(
+            models.create_model("unet", 12, {"encoder": "resnet18"})[0].state_dict()
+        )
+        probs, manifest = read_probs(d / "oof.npy")
+        assert probs.dtype == np.float16 and probs.shape[1:] == (12, 256, 256)
+        assert len(manifest["images"]) == probs.shape[0] == fold["n_val"]
+        assert manifest["classes"] == list(data.classes().names)
+        np.testing.assert_allclose(probs[:2].astype(np.float32).sum(1), 1.0, atol=1e-2)
+
+
+def test_resume_skips_finished_folds_and_continues_a_fold(sample_root, tmp_path):
+    cfg = tiny_cfg(sample_root, epochs=3)
+    run = tmp_path / "runs" / "r1"
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(fold, epoch, running):
+        if fold == 1 and epoch == 0:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_run(cfg, run, log=lambda m: None, on_epoch=interrupt)
+    finished = (run / "fold_0" / "result.json").read_text()
+    assert (run / "fold_1" / "last.pt").exists() and not (run / "fold_1" / "result.json").exists()
+    assert json.loads((run / "run.json").read_text())["status"] == "running"
+
+    lines: list[str] = []
+    seen: list[tuple[int, int]] = []
+    results = train_run(cfg, run, log=lines.append, on_epoch=lambda f, e, r: seen.append((f, e)))
+    assert any("fold 0: finished earlier" in line for line in lines)
+    assert any("fold 1: resuming after epoch 1" in line for line in lines)
+    assert seen == [(1, 1), (1, 2)]  # only the remaining epochs ran
+    assert (run / "fold_0" / "result.json").read_text() == finished
+    assert len(pd.read_csv(run / "fold_1" / "metrics.csv")) == 3
+    assert len(results["folds"]) == 2 and json.loads((run / "run.json").read_text())["status"] == "complete"
+
+
+def test_unknown_model_names_closest_match(capsys):
+    assert main(["train", "fcn61s"]) == 1
+    err = capsys.readouterr().err
+    assert "did you mean 'fcn16s'" in err and "unet" in err
+
+
+def test_leaderboard_ranks_runs(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for name, score in (("a", 0.3), ("b", 0.6), ("c", 0.45)):
+        d = runs / name
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps({"id": name, "model": "unet", "status": "complete"}))
+        folds = [{"fold": 0, "miou": score - 0.01}, {"fold": 1, "miou": score + 0.01}]
+        (d / "results.json").write_text(json.dumps({"miou": score, "miou_std": 0.01, "folds": folds}))
+        (d / "config.json").write_text(json.dumps({"model": "unet", "lr": 0.0003, "encoder": "resnet18"}))
+    (runs / "d").mkdir()
+    (runs / "d" / "run.json").write_text(json.dumps({"id": "d", "model": "unet", "status": "running"}))
+    assert main(["leaderboard", "--runs-dir", str(runs), "--json", "--csv", str(tmp_path / "lb.csv")]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["run"] for r in rows] == ["b", "c", "a"]
+    assert all({"run", "model", "miou", "miou_std", "folds"} <= set(r) for r in rows)
+    assert rows[0]["folds"] == 2 and "encoder=resnet18" in rows[0]["settings"]
+    assert list(pd.read_csv(tmp_path / "lb.csv")["run"]) == ["b", "c", "a"]
+    assert main(["leaderboard", "--runs-dir", str(runs)]) == 0
+    table = capsys.readouterr().out
+    assert table.index("0.6000 ± 0.0100") < table.index("0.4500")
+    assert not math.isnan(rows[0]["miou"])
