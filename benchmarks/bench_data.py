@@ -30,6 +30,7 @@ import torch
 from pycocotools.coco import COCO
 
 from competition.classes import ClassTable
+from competition.coco import read_image
 from competition.config import resolve
 from competition.data import DataRoot
 from competition.dataset import SegmentationDataset, train_transform
@@ -80,7 +81,7 @@ def machine_info() -> list[str]:
     return [
         f"cpu: {cpu}, {os.cpu_count()} cores ({usable} usable), torch threads {torch.get_num_threads()}",
         f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}",
-        f"device: {device}; load average {os.getloadavg()[0]:.2f} (other processes compete for the CPU)",
+        f"device: {device}; load average {os.getloadavg()[0]:.2f} (1 min)",
     ]
 
 
@@ -125,6 +126,8 @@ def bench_loading(root: Path, repeats: int) -> tuple[list[list[object]], str]:
     for what, make in (("masks only", masks_only), ("full item (decode + transforms + mask)", full_items)):
         slow, fast = (len(ids) / s for s in race([make(baseline), make(cached)], repeats))
         rows.append([what, f"{slow:,.0f}", f"{fast:,.0f}", f"{fast / slow:.2f}x"])
+    decode = len(ids) / race([lambda: [read_image(root, im, coco.path) for im in coco.images]], repeats)[0]
+    rows.append(["for scale: JPEG decode alone (PIL)", "", f"{decode:,.0f}", ""])
     per_image = build / len(ids) * 1000
     note = f"one-off cache build (first render of {len(ids)} masks): {build:.2f} s ({per_image:.2f} ms/image)"
     return rows, note

@@ -231,8 +231,7 @@ class Objective:
         """A retried trial continues in the failed trial's folder, so its finished folds are kept."""
         previous = trial.user_attrs.get("run")
         if previous and (self.runs_dir / previous).is_dir():
-            failed = trial.system_attrs.get("failed_trial")
-            self._prefixed(trial.number)(f"retry of trial {failed}: resuming {previous}")
+            self._prefixed(trial.number)(f"retry of a failed trial: resuming {previous}")
             return self.runs_dir / previous
         return self.runs_dir / f"{self.study}-t{trial.number:03d}-{secrets.token_hex(2)}"
 
