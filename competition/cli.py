@@ -111,11 +111,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     import models
     from competition import search
+    from competition.data import is_sample
     from competition.leaderboard import format_table, leaderboard_rows
 
     log = _logger(args)
     cfg = resolve_settings(args, log)
-    quick = cfg["data"] and Path(cfg["data"]).resolve() == _sample_root().resolve()
+    quick = is_sample(Path(cfg["data"]))
     space = search.load_space(args.space) if args.space else dict(models.get_spec(cfg["model"]).search_space)
     if quick and not args.space:
         space.pop("image_size", None)  # the quick profile fixes a small image size
@@ -130,21 +131,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UserError(f"study {name!r} in {where} searches {recorded}, not {cfg['model']}; choose another --study")
     study.set_user_attr("model", cfg["model"])
     log(f"search space: {', '.join(space)}")
-    study = search.launch(
-        url, name, cfg, space, runs_dir, trials, args.workers, args.timeout, args.pruner, args.seed, log
-    )
+    job = search.SearchJob(url, name, cfg, space, runs_dir, args.pruner, args.seed, args.timeout)
+    study = search.launch(job, trials, args.workers, log)
     result = search.summarize(study, url, runs_dir / "studies" / name, log)
     log("")
     log(format_table(leaderboard_rows(runs_dir)))
     if args.json:
         _emit_json(result)
     return 0
-
-
-def _sample_root() -> Path:
-    from competition.data import sample_root
-
-    return sample_root()
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

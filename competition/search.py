@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -259,42 +260,42 @@ def progress_callback(total: int, started_with: int, log: Log) -> Callable[[optu
     return callback
 
 
-def run_worker(
-    url: str,
-    name: str,
-    base: dict[str, Any],
-    space: dict[str, Any],
-    runs_dir: Path,
-    n_trials: int,
-    timeout: float | None,
-    pruner: str,
-    seed: int | None,
-    started_with: int,
-    total: int,
-    log: Log = print,
-) -> None:
+@dataclass(frozen=True)
+class SearchJob:
+    """What every worker of one search shares (picklable, sent to worker processes)."""
+
+    url: str
+    study: str
+    base: dict[str, Any]  # resolved settings of the model's default configuration
+    space: dict[str, Any]
+    runs_dir: Path
+    pruner: str = "median"
+    seed: int | None = None
+    timeout: float | None = None
+
+
+def run_worker(job: SearchJob, n_trials: int, started_with: int, total: int, log: Log = print) -> None:
     """One worker: optimise `n_trials` trials of the study (a process of its own with --workers N)."""
     from competition.train import NonFiniteLoss
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = create_study(url, name, base, pruner, seed)
+    study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
     study.optimize(
-        Objective(base, space, runs_dir, name, log),
+        Objective(job.base, job.space, job.runs_dir, job.study, log),
         n_trials=n_trials,
-        timeout=timeout,
+        timeout=job.timeout,
         catch=(NonFiniteLoss,),  # a NaN loss fails that trial (reason in its user attributes); the search goes on
         callbacks=[progress_callback(total, started_with, log)],
     )
 
 
-def _worker_process(*args: Any) -> None:
-    """Entry point of a worker process: a line-buffered log with the worker's number."""
-    index = args[-1]
+def _worker_process(job: SearchJob, n_trials: int, started_with: int, total: int, index: int) -> None:
+    """Entry point of a worker process: its log lines carry the worker's number."""
 
     def log(msg: str) -> None:
         print(f"[w{index}] {msg}", flush=True)
 
-    run_worker(*args[:-1], log=log)
+    run_worker(job, n_trials, started_with, total, log)
 
 
 def split_trials(n: int, workers: int) -> list[int]:
@@ -302,44 +303,31 @@ def split_trials(n: int, workers: int) -> list[int]:
     return [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
 
 
-def launch(
-    url: str,
-    name: str,
-    base: dict[str, Any],
-    space: dict[str, Any],
-    runs_dir: Path,
-    n_trials: int,
-    workers: int,
-    timeout: float | None,
-    pruner: str,
-    seed: int | None,
-    log: Log,
-) -> optuna.Study:
+def launch(job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Study:
     """Create/resume the study, enqueue the default configuration, run the workers; returns the study."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = create_study(url, name, base, pruner, seed)
-    if not is_server_db(url):
+    study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
+    if not is_server_db(job.url):
         fail_stale_running_trials(study, log)
     if not study.trials:
-        study.enqueue_trial(default_params(space, base), user_attrs={"default": True})
+        study.enqueue_trial(default_params(job.space, job.base), user_attrs={"default": True})
         log("trial 0 is the model's default configuration")
     started_with = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-    log(f"study {name} on {safe_url(url)}: {started_with} finished trials; running {n_trials} more")
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    log(f"study {job.study} on {safe_url(job.url)}: {started_with} finished trials; running {n_trials} more")
+    job.runs_dir.mkdir(parents=True, exist_ok=True)
     shares = [s for s in split_trials(n_trials, workers) if s > 0]
     if len(shares) == 1:
-        run_worker(url, name, base, space, runs_dir, shares[0], timeout, pruner, seed, started_with, n_trials, log)
+        run_worker(job, shares[0], started_with, n_trials, log)
         return study
-    gpus = torch.cuda.device_count() if base["device"] != "cpu" else 0
+    gpus = torch.cuda.device_count() if job.base["device"] != "cpu" else 0
     context = multiprocessing.get_context("spawn")
     processes = []
     for i, share in enumerate(shares):
-        worker_seed = None if seed is None else seed + i
+        worker = replace(job, seed=None if job.seed is None else job.seed + i)  # distinct TPE streams
         env_before = os.environ.get("CUDA_VISIBLE_DEVICES")
         if gpus > 1:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(i % gpus)  # round-robin, inherited by the child
-        args = (url, name, base, space, runs_dir, share, timeout, pruner, worker_seed, started_with, n_trials, i)
-        process = context.Process(target=_worker_process, args=args)
+        process = context.Process(target=_worker_process, args=(worker, share, started_with, n_trials, i))
         process.start()
         processes.append(process)
         if gpus > 1:
@@ -391,7 +379,8 @@ def summarize(study: optuna.Study, url: str, out_dir: Path, log: Log, top: int =
         log(f"{t.number:>5} {t.value:>8.4f}  {t.user_attrs.get('run', ''):<28} {params}")
     log(
         f"study {study.study_name}: {len(trials)} trials ({counts[TrialState.COMPLETE]} complete, "
-        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed); folder {out_dir}"
+        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed; {epochs_spent(study)} epochs trained); "
+        f"folder {out_dir}"
     )
     if best:
         log(f"best: trial {best['number']} CV mIoU {best['miou']:.4f} -> ./run.sh predict best:{study.study_name}")
@@ -402,6 +391,7 @@ def summarize(study: optuna.Study, url: str, out_dir: Path, log: Log, top: int =
         "complete": counts[TrialState.COMPLETE],
         "pruned": counts[TrialState.PRUNED],
         "failed": counts[TrialState.FAIL],
+        "epochs": epochs_spent(study),
         "best": best,
         "dir": str(out_dir),
     }

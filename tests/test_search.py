@@ -117,7 +117,7 @@ def test_pruning_reports_running_mean_at_global_steps(tmp_path, monkeypatch):
     cfg = {**resolve(flags={"epochs": 3, "folds": 2}), "model": "unet"}
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
-    search.launch(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", 4, 1, None, "median", 0, lambda m: None)
+    search.launch(search.SearchJob(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", "median", 0), 4, 1, lambda m: None)
     study = study_of(url, "s")
     states = [t.state for t in study.trials]
     assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE]  # two start-up trials are never pruned
@@ -141,7 +141,7 @@ def test_oom_and_nan_end_only_that_trial(tmp_path, monkeypatch):
     cfg = {**resolve(flags={"epochs": 1, "folds": 1}), "model": "unet"}
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
-    search.launch(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", 4, 1, None, "none", 0, lambda m: None)
+    search.launch(search.SearchJob(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", "none", 0), 4, 1, lambda m: None)
     trials = study_of(url, "s").trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
     assert "out of memory" in trials[1].user_attrs["prune_reason"]
