@@ -162,6 +162,7 @@ def make_pruner(kind: str, cfg: dict[str, Any]) -> optuna.pruners.BasePruner:
 
 def create_study(url: str, name: str, cfg: dict[str, Any], pruner: str, seed: int | None) -> optuna.Study:
     """Create (or load) the study once, before any worker starts (avoids the table-creation race)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress is ours: one line per trial
     study = optuna.create_study(
         storage=open_storage(url),
         study_name=name,
@@ -278,7 +279,6 @@ def run_worker(job: SearchJob, n_trials: int, started_with: int, total: int, log
     """One worker: optimise `n_trials` trials of the study (a process of its own with --workers N)."""
     from competition.train import NonFiniteLoss
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
     study.optimize(
         Objective(job.base, job.space, job.runs_dir, job.study, log),
@@ -305,7 +305,6 @@ def split_trials(n: int, workers: int) -> list[int]:
 
 def launch(job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Study:
     """Create/resume the study, enqueue the default configuration, run the workers; returns the study."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
     if not is_server_db(job.url):
         fail_stale_running_trials(study, log)
