@@ -90,12 +90,13 @@ def train_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.json")
     setup = prepare(cfg, log)
+    previous = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
     update_run(
         run_dir,
         id=run_dir.name,
         model=cfg["model"],
         status="running",
-        created=datetime.now().isoformat(timespec="seconds"),
+        created=previous.get("created", datetime.now().isoformat(timespec="seconds")),
         data=str(cfg["data"]),
         classes=list(setup.classes.names),
         device=str(setup.device),
