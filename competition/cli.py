@@ -131,7 +131,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UserError(f"study {name!r} in {where} searches {recorded}, not {cfg['model']}; choose another --study")
     study.set_user_attr("model", cfg["model"])
     log(f"search space: {', '.join(space)}")
-    job = search.SearchJob(url, name, cfg, space, runs_dir, args.pruner, args.seed, args.timeout)
+    job = search.SearchJob(url, name, cfg, space, runs_dir, args.pruner, args.seed, args.timeout, args.epoch_budget)
     study = search.launch(job, trials, args.workers, log)
     result = search.summarize(study, url, runs_dir / "studies" / name, log)
     log("")
@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(p)
     p.add_argument("--trials", type=int, help="trials to run now (more, if the study exists); default 20 (4 on sample)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument(
+        "--epoch-budget", type=int, metavar="N", help="stop starting trials once this search has trained N epochs"
+    )
     p.add_argument("--storage", help="Optuna storage URL (default sqlite in the runs folder); journal:PATH for a file")
     p.add_argument("--study", help="study name (default: the model name)")
     p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")

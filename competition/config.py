@@ -25,12 +25,13 @@ DEFAULTS: dict[str, Any] = {
     "folds": 5,
     "fold": None,  # train only this fold index
     "seed": 42,
-    # model (model-specific keys: encoder, encoder_weights for smp; weights, dropout for fcn)
+    # model (model-specific keys: encoder, encoder_weights for smp; weights, dropout, norm for fcn)
     "model": None,
     "encoder": "resnet34",
     "encoder_weights": None,
     "weights": None,
     "dropout": 0.5,
+    "norm": "none",  # fcn backbone: none (VGG16, the seed's) | batch (VGG16-BN, trains from random init)
     # optimisation
     "epochs": 30,
     "image_size": 256,
@@ -70,6 +71,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adam", "adamw", "sgd"),
     "scheduler": ("cosine", "poly", "none"),
     "metric": ("image", "dataset"),
+    "norm": ("none", "batch"),
     "device": ("auto", "cpu", "cuda"),
 }
 

@@ -261,6 +261,18 @@ def progress_callback(total: int, started_with: int, log: Log) -> Callable[[optu
     return callback
 
 
+def budget_callback(budget: int, spent_before: int, log: Log) -> Callable[[optuna.Study, Any], None]:
+    """Stop starting trials once this search has trained `budget` epochs (pruned trials count what they ran)."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        spent = epochs_spent(study) - spent_before
+        if spent >= budget:
+            log(f"epoch budget reached: {spent} of {budget} epochs trained; no new trials")
+            study.stop()
+
+    return callback
+
+
 @dataclass(frozen=True)
 class SearchJob:
     """What every worker of one search shares (picklable, sent to worker processes)."""
@@ -273,6 +285,8 @@ class SearchJob:
     pruner: str = "median"
     seed: int | None = None
     timeout: float | None = None
+    epoch_budget: int | None = None  # stop starting trials after this many training epochs (all workers)
+    epochs_before: int = 0  # epochs the study had trained when this search started
 
 
 def run_worker(job: SearchJob, n_trials: int, started_with: int, total: int, log: Log = print) -> None:
@@ -280,12 +294,15 @@ def run_worker(job: SearchJob, n_trials: int, started_with: int, total: int, log
     from competition.train import NonFiniteLoss
 
     study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
+    callbacks = [progress_callback(total, started_with, log)]
+    if job.epoch_budget:
+        callbacks.append(budget_callback(job.epoch_budget, job.epochs_before, log))
     study.optimize(
         Objective(job.base, job.space, job.runs_dir, job.study, log),
         n_trials=n_trials,
         timeout=job.timeout,
         catch=(NonFiniteLoss,),  # a NaN loss fails that trial (reason in its user attributes); the search goes on
-        callbacks=[progress_callback(total, started_with, log)],
+        callbacks=callbacks,
     )
 
 
@@ -312,7 +329,9 @@ def launch(job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Stud
         study.enqueue_trial(default_params(job.space, job.base), user_attrs={"default": True})
         log("trial 0 is the model's default configuration")
     started_with = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-    log(f"study {job.study} on {safe_url(job.url)}: {started_with} finished trials; running {n_trials} more")
+    job = replace(job, epochs_before=epochs_spent(study))
+    budget = f" or until {job.epoch_budget} epochs are trained" if job.epoch_budget else ""
+    log(f"study {job.study} on {safe_url(job.url)}: {started_with} finished trials; running {n_trials} more{budget}")
     job.runs_dir.mkdir(parents=True, exist_ok=True)
     shares = [s for s in split_trials(n_trials, workers) if s > 0]
     if len(shares) == 1:

@@ -4,6 +4,10 @@ Layout of the competition's seed FCN: VGG16 conv blocks with ceil-mode pooling, 
 1x1 score layers, learnable bilinear-initialised transposed convs. Added from the paper: ReLU after fc6 and
 fc7, zero-initialised score layers, bilinear upsampling init. The output is exactly the input's size for any
 input size: each upsampled map is aligned to its skip at the top-left corner and cropped to the skip's size.
+
+Setting `norm`: `none` (the seed's plain VGG16, default) or `batch` (VGG16-BN: BatchNorm after every backbone
+conv, torchvision's `vgg16_bn` layout). Plain VGG16 needs ImageNet weights to learn in a sensible budget; from
+random init it sits at the all-background prior for many epochs. VGG16-BN trains from scratch.
 """
 
 from __future__ import annotations
@@ -17,21 +21,28 @@ from torch import nn
 from competition.errors import UserError
 
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # (convs, channels) per block
-POOL3_END = 17  # index in `features` just after pool3 (the torchvision VGG16 layout)
-POOL4_END = 24  # index just after pool4
 STRIDES = (32, 16, 8)
+NORMS = ("none", "batch")
 
 
-def vgg16_features() -> nn.Sequential:
-    """The 13 VGG16 convs with ReLUs and ceil-mode max pools, indexed as torchvision's `vgg16().features`."""
+def vgg16_features(batch_norm: bool = False) -> nn.Sequential:
+    """The 13 VGG16 convs with ReLUs and ceil-mode max pools, indexed as torchvision's `vgg16().features`
+    (or `vgg16_bn().features` with batch_norm)."""
     layers: list[nn.Module] = []
     in_ch = 3
     for n_convs, out_ch in VGG16_BLOCKS:
         for _ in range(n_convs):
-            layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.ReLU(inplace=True)]
+            layers.append(nn.Conv2d(in_ch, out_ch, 3, padding=1))
+            layers += [nn.BatchNorm2d(out_ch)] if batch_norm else []
+            layers.append(nn.ReLU(inplace=True))
             in_ch = out_ch
         layers.append(nn.MaxPool2d(2, stride=2, ceil_mode=True))
     return nn.Sequential(*layers)
+
+
+def pool_ends(features: nn.Sequential) -> list[int]:
+    """Index in `features` just after each max pool (pool1 .. pool5)."""
+    return [i + 1 for i, layer in enumerate(features) if isinstance(layer, nn.MaxPool2d)]
 
 
 def bilinear_kernel(size: int) -> torch.Tensor:
@@ -74,12 +85,15 @@ def crop_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor
 class FCN(nn.Module):
     """FCN-<stride>s semantic segmentation net: logits (N, num_classes, H, W) for input (N, 3, H, W)."""
 
-    def __init__(self, num_classes: int, stride: int = 16, dropout: float = 0.5) -> None:
+    def __init__(self, num_classes: int, stride: int = 16, dropout: float = 0.5, norm: str = "none") -> None:
         super().__init__()
         if stride not in STRIDES:
             raise ValueError(f"FCN stride must be one of {STRIDES}, got {stride}")
+        if norm not in NORMS:
+            raise UserError(f"setting norm={norm!r}: expected one of {', '.join(NORMS)} for FCN models")
         self.stride = stride
-        self.features = vgg16_features()
+        self.features = vgg16_features(batch_norm=norm == "batch")
+        self.pool3_end, self.pool4_end = pool_ends(self.features)[2:4]
         self.fc6 = nn.Conv2d(512, 4096, 1)
         self.drop6 = nn.Dropout2d(dropout)
         self.fc7 = nn.Conv2d(4096, 4096, 1)
@@ -98,9 +112,9 @@ class FCN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pool3 = self.features[:POOL3_END](x)
-        pool4 = self.features[POOL3_END:POOL4_END](pool3)
-        h = self.drop6(F.relu(self.fc6(self.features[POOL4_END:](pool4))))
+        pool3 = self.features[: self.pool3_end](x)
+        pool4 = self.features[self.pool3_end : self.pool4_end](pool3)
+        h = self.drop6(F.relu(self.fc6(self.features[self.pool4_end :](pool4))))
         score = self.score_fr(self.drop7(F.relu(self.fc7(h))))
         if self.stride <= 16:
             score = crop_to(self.upscore2(score), pool4.shape[-2:]) + self.score_pool4(pool4)
@@ -123,12 +137,14 @@ def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
 
 
 def load_vgg16_weights(model: FCN, path: str | Path) -> str:
-    """Load a torchvision VGG16 state dict: its 13 convs into `features`, classifier.3 into fc7.
+    """Load a torchvision VGG16 (or, with norm=batch, VGG16-BN) state dict: its 13 convs (and BatchNorms) into
+    `features`, classifier.3 into fc7.
 
     fc6 (25088 -> 4096 in VGG16) does not fit the 1x1 fc6 here and stays random. Returns what was loaded.
     """
     path = Path(path)
-    state = read_state_dict(path, "VGG16 weights")
+    arch = "vgg16_bn" if any(isinstance(m, nn.BatchNorm2d) for m in model.features) else "vgg16"
+    state = read_state_dict(path, f"{arch.upper().replace('_', '-')} weights")
     conv = {f"features.{k}": v.shape for k, v in model.features.state_dict().items()}
     wanted = conv | {"classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,)}
     extra = [k for k in state if k.startswith("features.") and k not in conv]
@@ -136,17 +152,20 @@ def load_vgg16_weights(model: FCN, path: str | Path) -> str:
     if bad or extra:
         keys = ", ".join((bad or extra)[:3])
         detail = f"missing or mis-shaped {keys}" if bad else f"unexpected {keys}"
-        raise UserError(f"{path}: not a torchvision vgg16() state dict ({detail})")
+        raise UserError(f"{path}: not a torchvision {arch}() state dict ({detail})")
     model.features.load_state_dict({k.removeprefix("features."): state[k] for k in conv})
     with torch.no_grad():
         model.fc7.weight.copy_(state["classifier.3.weight"].reshape(model.fc7.weight.shape))
         model.fc7.bias.copy_(state["classifier.3.bias"])
-    return f"VGG16 conv weights ({len(conv)} tensors) + fc7 from {path}; fc6 random"
+    name = "VGG16-BN" if arch == "vgg16_bn" else "VGG16"
+    return f"{name} conv weights ({len(conv)} tensors) + fc7 from {path}; fc6 random"
 
 
 def build_fcn(num_classes: int, settings: dict, *, stride: int) -> tuple[nn.Module, str]:
-    """FCN-<stride>s from settings `dropout` and `weights` (a torchvision VGG16 state dict file or None)."""
-    model = FCN(num_classes, stride=stride, dropout=float(settings.get("dropout", 0.5)))
+    """FCN-<stride>s from settings `dropout`, `norm` and `weights` (a torchvision VGG16 / VGG16-BN state dict
+    file, or None for random init)."""
+    norm = settings.get("norm", "none")
+    model = FCN(num_classes, stride=stride, dropout=float(settings.get("dropout", 0.5)), norm=norm)
     weights = settings.get("weights")
     if not weights:
         return model, "random init (no weights file given)"

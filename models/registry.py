@@ -41,7 +41,10 @@ COMMON_SPACE: dict = {
     "aug_color": {"type": "float", "low": 0.0, "high": 0.4},
     "aug_hflip": {"type": "float", "low": 0.0, "high": 0.5},
 }
-FCN_SPACE: dict = COMMON_SPACE | {"dropout": {"type": "float", "low": 0.0, "high": 0.5}}
+FCN_SPACE: dict = COMMON_SPACE | {
+    "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+    "norm": {"type": "categorical", "choices": ["none", "batch"]},
+}
 SMP_SPACE: dict = COMMON_SPACE | {
     "encoder": {"type": "categorical", "choices": ["resnet18", "resnet34", "efficientnet-b0"]},
 }

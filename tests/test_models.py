@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchvision.models import vgg16
+from torchvision.models import vgg16, vgg16_bn
 
 from competition.config import DEFAULTS
 from competition.errors import UserError
@@ -21,6 +21,8 @@ SMP_MODELS = [spec.name for spec in list_models() if spec.family == "smp"]
 # fcn16s: + score_pool4 (6,156) + 2x (2,316) + 16x (147,468)                 = 33,802,352 (the seed's count)
 # fcn8s:  + score_pool4 + 2x + score_pool3 (3,084) + 2x (2,316) + 8x (36,876) = 33,697,160
 FCN_PARAMS = {"fcn32s": 34_236_248, "fcn16s": 33_802_352, "fcn8s": 33_697_160}
+# norm=batch adds a BatchNorm (weight + bias) after each of the 13 convs: 2 * (2*64 + 2*128 + 3*256 + 6*512).
+BN_PARAMS = 2 * (2 * 64 + 2 * 128 + 3 * 256 + 6 * 512)
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +47,19 @@ def test_fcn_output_is_input_sized_and_zero_at_init(name: str) -> None:
             out = model(torch.randn(1, 3, *size))
             assert out.shape == (1, 12, *size)
             assert torch.count_nonzero(out) == 0  # zero score layers and zero biases: zero logits
+
+
+@pytest.mark.parametrize("name", sorted(FCN_PARAMS))
+def test_fcn_batch_norm_variant(name: str) -> None:
+    model, what = create_model(name, 12, {"norm": "batch"})
+    assert what == "random init (no weights file given)"
+    assert sum(p.numel() for p in model.parameters()) == FCN_PARAMS[name] + BN_PARAMS == count_parameters(
+        name, 12, {"norm": "batch"}
+    )
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.features) == 13
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 45, 70)).shape == (2, 12, 45, 70)
 
 
 def test_fcn_paper_init() -> None:
@@ -80,6 +95,20 @@ def test_vgg16_weights_load(tmp_path) -> None:
     assert torch.equal(model.features[0].weight, vgg.features[0].weight)
     assert torch.equal(model.features[28].bias, vgg.features[28].bias)
     assert torch.equal(model.fc7.weight.flatten(1), vgg.classifier[3].weight)
+
+
+def test_vgg16_bn_weights_load(tmp_path) -> None:
+    vgg = vgg16_bn()
+    for bn in [m for m in vgg.features if isinstance(m, torch.nn.BatchNorm2d)]:
+        torch.nn.init.uniform_(bn.running_var, 0.5, 2.0)  # non-default statistics, to see they are loaded
+    path = tmp_path / "vgg16_bn.pth"
+    torch.save(vgg.state_dict(), path)
+    model, what = create_model("fcn8s", 12, {"weights": str(path), "norm": "batch"})
+    assert what == f"VGG16-BN conv weights (91 tensors) + fc7 from {path}; fc6 random"
+    assert torch.equal(model.features[1].running_var, vgg.features[1].running_var)
+    assert torch.equal(model.features[40].weight, vgg.features[40].weight)
+    with pytest.raises(UserError, match=r"vgg16_bn.pth: not a torchvision vgg16\(\) state dict"):
+        create_model("fcn8s", 12, {"weights": str(path)})  # VGG16-BN weights for the plain network
 
 
 @pytest.mark.parametrize("state", [{"features.0.weight": torch.zeros(3)}, {"conv1.weight": torch.zeros(3)}])

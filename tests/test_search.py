@@ -131,6 +131,22 @@ def test_pruning_reports_running_mean_at_global_steps(tmp_path, monkeypatch):
     assert not (run / "fold_0" / "best.pt").exists()  # pruned trials' checkpoints are removed
 
 
+def test_epoch_budget_stops_starting_trials(tmp_path, monkeypatch):
+    fake, steps = fake_training({1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1})
+    monkeypatch.setattr("competition.train.train_run", fake)
+    cfg = {**resolve(flags={"epochs": 3, "folds": 2}), "model": "unet"}
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
+    job = search.SearchJob(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", "none", 0, epoch_budget=10)
+    search.launch(job, 4, 1, lambda m: None)
+    study = study_of(url, "s")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 2 and search.epochs_spent(study) == 12  # 6 < 10 after one trial, 12 after two
+    search.launch(job, 4, 1, lambda m: None)  # the budget counts this search's epochs, not the study's
+    assert len(study_of(url, "s").get_trials(states=(TrialState.COMPLETE,))) == 4
+    assert sorted(steps) == [1e-4, 3e-4, 1e-3, 2e-3]
+
+
 def test_oom_and_nan_end_only_that_trial(tmp_path, monkeypatch):
     from competition.train import NonFiniteLoss
 
