@@ -53,8 +53,10 @@ def test_fcn_output_is_input_sized_and_zero_at_init(name: str) -> None:
 def test_fcn_batch_norm_variant(name: str) -> None:
     model, what = create_model(name, 12, {"norm": "batch"})
     assert what == "random init (no weights file given)"
-    assert sum(p.numel() for p in model.parameters()) == FCN_PARAMS[name] + BN_PARAMS == count_parameters(
-        name, 12, {"norm": "batch"}
+    assert (
+        sum(p.numel() for p in model.parameters())
+        == FCN_PARAMS[name] + BN_PARAMS
+        == count_parameters(name, 12, {"norm": "batch"})
     )
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.features) == 13
     model.eval()
