@@ -15,7 +15,7 @@ from competition.fileio import atomic_path, read_json
 from competition.runs import list_runs, read_run
 
 KEY_SETTINGS = ("epochs", "image_size", "batch_size", "optimizer", "lr", "loss")
-FAMILY_SETTINGS = {"smp": ("encoder",), "fcn": ("dropout",)}
+FAMILY_SETTINGS = {"smp": ("encoder",), "fcn": ("norm", "dropout")}
 
 
 def leaderboard_rows(runs_dir: Path) -> list[dict[str, Any]]:
