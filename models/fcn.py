@@ -143,8 +143,9 @@ def load_vgg16_weights(model: FCN, path: str | Path) -> str:
     fc6 (25088 -> 4096 in VGG16) does not fit the 1x1 fc6 here and stays random. Returns what was loaded.
     """
     path = Path(path)
-    arch = "vgg16_bn" if any(isinstance(m, nn.BatchNorm2d) for m in model.features) else "vgg16"
-    state = read_state_dict(path, f"{arch.upper().replace('_', '-')} weights")
+    batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in model.features)
+    arch, name = ("vgg16_bn", "VGG16-BN") if batch_norm else ("vgg16", "VGG16")
+    state = read_state_dict(path, f"{name} weights")
     conv = {f"features.{k}": v.shape for k, v in model.features.state_dict().items()}
     wanted = conv | {"classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,)}
     extra = [k for k in state if k.startswith("features.") and k not in conv]
@@ -157,7 +158,6 @@ def load_vgg16_weights(model: FCN, path: str | Path) -> str:
     with torch.no_grad():
         model.fc7.weight.copy_(state["classifier.3.weight"].reshape(model.fc7.weight.shape))
         model.fc7.bias.copy_(state["classifier.3.bias"])
-    name = "VGG16-BN" if arch == "vgg16_bn" else "VGG16"
     return f"{name} conv weights ({len(conv)} tensors) + fc7 from {path}; fc6 random"
 
 
