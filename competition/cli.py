@@ -114,6 +114,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from competition.data import is_sample
     from competition.leaderboard import format_table, leaderboard_rows
 
+    if args.keep_oof < 0:
+        raise UserError(f"--keep-oof {args.keep_oof}: expected 0 or more trials")
     log = _logger(args)
     cfg = resolve_settings(args, log)
     quick = is_sample(Path(cfg["data"]))
@@ -131,7 +133,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UserError(f"study {name!r} in {where} searches {recorded}, not {cfg['model']}; choose another --study")
     study.set_user_attr("model", cfg["model"])
     log(f"search space: {', '.join(space)}")
-    job = search.SearchJob(url, name, cfg, space, runs_dir, args.pruner, args.seed, args.timeout, args.epoch_budget)
+    job = search.SearchJob(
+        url, name, cfg, space, runs_dir, args.pruner, args.seed, args.timeout, args.epoch_budget, args.keep_oof
+    )
     study = search.launch(job, trials, args.workers, log)
     result = search.summarize(study, url, runs_dir / "studies" / name, log)
     log("")
@@ -332,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument(
         "--epoch-budget", type=int, metavar="N", help="stop starting trials once this search has trained N epochs"
+    )
+    p.add_argument(
+        "--keep-oof",
+        type=int,
+        default=5,
+        metavar="K",
+        help="keep out-of-fold probabilities (~1 GB per trial on real data) only for the best K trials; default 5",
     )
     p.add_argument("--storage", help="Optuna storage URL (default sqlite in the runs folder); journal:PATH for a file")
     p.add_argument("--study", help="study name (default: the model name)")

@@ -98,10 +98,13 @@ def read_oof(member: Member) -> OofProbs:
     """Every fold's out-of-fold probabilities of a member; UserError if it has none."""
     paths = sorted(member.dir.glob("fold_*/oof.npy"))
     if not paths:
-        raise UserError(
-            f"{member.dir}: no out-of-fold probabilities (fold_*/oof.npy); runs trained with save_oof=false "
-            "and pruned trials have none"
+        removed = read_run(member.dir).get("oof_removed")
+        why = (
+            f"deleted by the search: {removed} (search --keep-oof K keeps more)"
+            if removed
+            else "runs trained with save_oof=false and pruned trials have none"
         )
+        raise UserError(f"{member.dir}: no out-of-fold probabilities (fold_*/oof.npy); {why}")
     loaded = [(path, *read_probs(path)) for path in paths]
     classes = check_classes([(path, manifest["classes"]) for path, _, manifest in loaded])
     where = {name: (k, row) for k, (_, _, manifest) in enumerate(loaded) for row, name in enumerate(manifest["images"])}

@@ -261,6 +261,28 @@ def progress_callback(total: int, started_with: int, log: Log) -> Callable[[optu
     return callback
 
 
+def keep_oof_callback(keep: int, runs_dir: Path, log: Log) -> Callable[[optuna.Study, Any], None]:
+    """After each trial, delete the out-of-fold probabilities of complete trials outside the best `keep`.
+
+    They are the big files of a run (images x classes x 256 x 256 float16: about 1 GB for 480 images and 17
+    classes, 5 GB for the full competition); only ensembling with fitted weights reads them. Checkpoints stay,
+    so every complete trial can still be predicted.
+    """
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+        for old in complete[keep:]:
+            run_dir = runs_dir / old.user_attrs.get("run", "")
+            oofs = list(run_dir.glob("fold_*/oof.*")) if old.user_attrs.get("run") else []
+            for path in oofs:
+                path.unlink(missing_ok=True)
+            if oofs:
+                update_run(run_dir, oof_removed=f"not among the best {keep} trials of study {study.study_name}")
+                log(f"trial {old.number}: not among the best {keep}; its out-of-fold probabilities were deleted")
+
+    return callback
+
+
 def budget_callback(budget: int, spent_before: int, log: Log) -> Callable[[optuna.Study, Any], None]:
     """Stop starting trials once this search has trained `budget` epochs (pruned trials count what they ran)."""
 
@@ -286,6 +308,7 @@ class SearchJob:
     seed: int | None = None
     timeout: float | None = None
     epoch_budget: int | None = None  # stop starting trials after this many training epochs (all workers)
+    keep_oof: int = 5  # out-of-fold probabilities are kept for the best `keep_oof` complete trials
     epochs_before: int = 0  # epochs the study had trained when this search started
 
 
@@ -294,7 +317,7 @@ def run_worker(job: SearchJob, n_trials: int, started_with: int, total: int, log
     from competition.train import NonFiniteLoss
 
     study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
-    callbacks = [progress_callback(total, started_with, log)]
+    callbacks = [progress_callback(total, started_with, log), keep_oof_callback(job.keep_oof, job.runs_dir, log)]
     if job.epoch_budget:
         callbacks.append(budget_callback(job.epoch_budget, job.epochs_before, log))
     study.optimize(

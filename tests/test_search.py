@@ -92,6 +92,8 @@ def fake_training(values_by_lr, raise_for=None):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "fold_0").mkdir(exist_ok=True)
         (run_dir / "fold_0" / "best.pt").write_bytes(b"x")
+        (run_dir / "fold_0" / "oof.npy").write_bytes(b"x")
+        (run_dir / "fold_0" / "oof.json").write_text("{}")
         if raise_for and cfg["lr"] in raise_for:
             raise raise_for[cfg["lr"]]
         value = values_by_lr[cfg["lr"]]
@@ -145,6 +147,26 @@ def test_epoch_budget_stops_starting_trials(tmp_path, monkeypatch):
     search.launch(job, 4, 1, lambda m: None)  # the budget counts this search's epochs, not the study's
     assert len(study_of(url, "s").get_trials(states=(TrialState.COMPLETE,))) == 4
     assert sorted(steps) == [1e-4, 3e-4, 1e-3, 2e-3]
+
+
+def test_search_keeps_oof_probabilities_of_the_best_trials_only(tmp_path, monkeypatch):
+    from competition.ensemble import Member, read_oof
+
+    fake, _ = fake_training({1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1})
+    monkeypatch.setattr("competition.train.train_run", fake)
+    cfg = {**resolve(flags={"epochs": 1, "folds": 1}), "model": "unet"}
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
+    job = search.SearchJob(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", "none", 0, keep_oof=2)
+    search.launch(job, 4, 1, lambda m: None)
+    for t in study_of(url, "s").trials:
+        run = tmp_path / "runs" / t.user_attrs["run"]
+        kept = t.params["lr"] in (1e-3, 2e-3)  # the two best values, 0.5 and 0.6
+        assert (run / "fold_0" / "oof.npy").exists() == kept and (run / "fold_0" / "oof.json").exists() == kept
+        assert (run / "fold_0" / "best.pt").exists()  # every trial can still be predicted
+        if not kept:
+            with pytest.raises(UserError, match=r"no out-of-fold probabilities .*not among the best 2 trials"):
+                read_oof(Member(run, cfg))
 
 
 def test_oom_and_nan_end_only_that_trial(tmp_path, monkeypatch):
