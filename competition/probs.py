@@ -8,6 +8,7 @@ Writers stream blocks of images to disk and publish the file under its final nam
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ class ProbsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temporary_name(self.path)
         shape = (len(images), len(classes), SUBMISSION_SIZE, SUBMISSION_SIZE)
+        check_free_space(self.path, int(np.prod(shape)) * 2)
         self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float16, shape=shape)
         self.manifest = {
             "images": images,
@@ -59,6 +61,17 @@ class ProbsWriter:
 
     def abort(self) -> None:
         self.tmp.unlink(missing_ok=True)
+
+
+def check_free_space(path: Path, needed: int) -> None:
+    """A UserError when the disk cannot hold `needed` more bytes. The memory-mapped file is sparse, so a full
+    disk would otherwise kill the process with SIGBUS in the middle of writing."""
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise UserError(
+            f"{path}: needs {needed / 2**30:.2f} GiB for probabilities but only {free / 2**30:.2f} GiB is free "
+            "there (old search trials? see search --keep-oof, or train with --set save_oof=false)"
+        )
 
 
 def write_probs(path: Path, images: list[str], classes: list[str], **meta: Any) -> ProbsWriter:

@@ -196,6 +196,19 @@ def test_missing_out_of_fold_probabilities_name_the_run(trained):
         ensemble_runs(["run-a", copy.name], trained.runs, log=quiet)
 
 
+def test_probabilities_refuse_a_disk_without_room(tmp_path, monkeypatch):
+    from competition.probs import write_probs
+
+    usage = shutil.disk_usage(tmp_path)
+    needed = 3 * 12 * 256 * 256 * 2  # float16
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=needed - 1))
+    with pytest.raises(UserError, match=r"oof.npy: needs 0.00 GiB for probabilities but only 0.00 GiB is free"):
+        write_probs(tmp_path / "oof.npy", ["a", "b", "c"], [str(c) for c in range(12)])
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=needed))
+    write_probs(tmp_path / "oof.npy", ["a", "b", "c"], [str(c) for c in range(12)]).abort()
+
+
 def test_mismatched_classes_or_test_images_name_the_run(trained):
     copy = linked_copy(trained.runs / "run-b", trained.runs / "mismatch-copy", "*.pt")
     manifest = copy / "fold_1" / "oof.json"
