@@ -120,9 +120,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = resolve_settings(args, log)
     quick = is_sample(Path(cfg["data"]))
     space = search.load_space(args.space) if args.space else dict(models.get_spec(cfg["model"]).search_space)
-    if quick and not args.space:  # the quick profile fixes small images and batches (many steps in few minutes)
-        for key in ("image_size", "batch_size"):
-            space.pop(key, None)
+    if quick and not args.space:
+        space.pop("image_size", None)  # the quick profile fixes a small image size
     trials = args.trials if args.trials is not None else (4 if quick else 20)
     runs_dir = Path(args.runs_dir)
     url = search.storage_url(args.storage, runs_dir)
