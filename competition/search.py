@@ -272,13 +272,14 @@ def keep_oof_callback(keep: int, runs_dir: Path, log: Log) -> Callable[[optuna.S
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
         for old in complete[keep:]:
-            run_dir = runs_dir / old.user_attrs.get("run", "")
-            oofs = list(run_dir.glob("fold_*/oof.*")) if old.user_attrs.get("run") else []
+            run_dir = runs_dir / old.user_attrs["run"]
+            oofs = list(run_dir.glob("fold_*/oof.*"))
+            if not oofs:
+                continue
             for path in oofs:
                 path.unlink(missing_ok=True)
-            if oofs:
-                update_run(run_dir, oof_removed=f"not among the best {keep} trials of study {study.study_name}")
-                log(f"trial {old.number}: not among the best {keep}; its out-of-fold probabilities were deleted")
+            update_run(run_dir, oof_removed=f"not among the best {keep} trials of study {study.study_name}")
+            log(f"trial {old.number}: not among the best {keep}; its out-of-fold probabilities were deleted")
 
     return callback
 

@@ -112,15 +112,23 @@ def enqueue_lrs(url, name, lrs):
         study.enqueue_trial({"lr": lr, "loss": "ce"})
 
 
-def test_pruning_reports_running_mean_at_global_steps(tmp_path, monkeypatch):
-    values = {1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1}
-    fake, steps = fake_training(values)
+def fake_search(tmp_path, monkeypatch, values, *, epochs, folds, pruner="none", raise_for=None, **job_options):
+    """A search of four enqueued trials (lr 1e-3, 2e-3, 3e-4, 1e-4) with train_run replaced by fake_training.
+    Returns the search job (to launch again), the steps each lr reported, and a loader of the study."""
+    fake, steps = fake_training(values, raise_for=raise_for)
     monkeypatch.setattr("competition.train.train_run", fake)
-    cfg = {**resolve(flags={"epochs": 3, "folds": 2}), "model": "unet"}
+    cfg = {**resolve(flags={"epochs": epochs, "folds": folds}), "model": "unet"}
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
-    search.launch(search.SearchJob(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", "median", 0), 4, 1, lambda m: None)
-    study = study_of(url, "s")
+    job = search.SearchJob(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", pruner, 0, **job_options)
+    search.launch(job, 4, 1, lambda m: None)
+    return job, steps, lambda: study_of(url, "s")
+
+
+def test_pruning_reports_running_mean_at_global_steps(tmp_path, monkeypatch):
+    values = {1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1}
+    _, steps, study_now = fake_search(tmp_path, monkeypatch, values, epochs=3, folds=2, pruner="median")
+    study = study_now()
     states = [t.state for t in study.trials]
     assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE]  # two start-up trials are never pruned
     assert states[3] == TrialState.PRUNED  # far below the median after the warm-up
@@ -134,39 +142,29 @@ def test_pruning_reports_running_mean_at_global_steps(tmp_path, monkeypatch):
 
 
 def test_epoch_budget_stops_starting_trials(tmp_path, monkeypatch):
-    fake, steps = fake_training({1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1})
-    monkeypatch.setattr("competition.train.train_run", fake)
-    cfg = {**resolve(flags={"epochs": 3, "folds": 2}), "model": "unet"}
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
-    job = search.SearchJob(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", "none", 0, epoch_budget=10)
-    search.launch(job, 4, 1, lambda m: None)
-    study = study_of(url, "s")
+    values = {1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1}
+    job, steps, study_now = fake_search(tmp_path, monkeypatch, values, epochs=3, folds=2, epoch_budget=10)
+    study = study_now()
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 2 and search.epochs_spent(study) == 12  # 6 < 10 after one trial, 12 after two
     search.launch(job, 4, 1, lambda m: None)  # the budget counts this search's epochs, not the study's
-    assert len(study_of(url, "s").get_trials(states=(TrialState.COMPLETE,))) == 4
+    assert len(study_now().get_trials(states=(TrialState.COMPLETE,))) == 4
     assert sorted(steps) == [1e-4, 3e-4, 1e-3, 2e-3]
 
 
 def test_search_keeps_oof_probabilities_of_the_best_trials_only(tmp_path, monkeypatch):
     from competition.ensemble import Member, read_oof
 
-    fake, _ = fake_training({1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1})
-    monkeypatch.setattr("competition.train.train_run", fake)
-    cfg = {**resolve(flags={"epochs": 1, "folds": 1}), "model": "unet"}
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
-    job = search.SearchJob(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", "none", 0, keep_oof=2)
-    search.launch(job, 4, 1, lambda m: None)
-    for t in study_of(url, "s").trials:
+    values = {1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1}
+    job, _, study_now = fake_search(tmp_path, monkeypatch, values, epochs=1, folds=1, keep_oof=2)
+    for t in study_now().trials:
         run = tmp_path / "runs" / t.user_attrs["run"]
         kept = t.params["lr"] in (1e-3, 2e-3)  # the two best values, 0.5 and 0.6
         assert (run / "fold_0" / "oof.npy").exists() == kept and (run / "fold_0" / "oof.json").exists() == kept
         assert (run / "fold_0" / "best.pt").exists()  # every trial can still be predicted
         if not kept:
             with pytest.raises(UserError, match=r"no out-of-fold probabilities .*not among the best 2 trials"):
-                read_oof(Member(run, cfg))
+                read_oof(Member(run, job.base))
 
 
 def test_oom_and_nan_end_only_that_trial(tmp_path, monkeypatch):
@@ -174,13 +172,8 @@ def test_oom_and_nan_end_only_that_trial(tmp_path, monkeypatch):
 
     errors = {2e-3: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
               3e-4: NonFiniteLoss("fold 0 epoch 1: loss is nan")}  # fmt: skip
-    fake, _ = fake_training({1e-3: 0.5, 1e-4: 0.3}, raise_for=errors)
-    monkeypatch.setattr("competition.train.train_run", fake)
-    cfg = {**resolve(flags={"epochs": 1, "folds": 1}), "model": "unet"}
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
-    search.launch(search.SearchJob(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", "none", 0), 4, 1, lambda m: None)
-    trials = study_of(url, "s").trials
+    _, _, study_now = fake_search(tmp_path, monkeypatch, {1e-3: 0.5, 1e-4: 0.3}, epochs=1, folds=1, raise_for=errors)
+    trials = study_now().trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
     assert "out of memory" in trials[1].user_attrs["prune_reason"]
     assert "loss is nan" in trials[2].user_attrs["fail_reason"]
