@@ -7,13 +7,16 @@ With --json the last line of stdout is one JSON object and human output goes to 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from competition.errors import UserError
+from competition.config import MACHINERY, PREDICTION_KEYS, user_settings
+from competition.errors import UsageError, UserError
 
 Log = Callable[[str], None]
 
@@ -27,8 +30,45 @@ def _logger(args: argparse.Namespace) -> Log:
     return log
 
 
+_json_out: list[Any] = []  # where --json results go: the real stdout, while everything else goes to stderr
+
+
 def _emit_json(obj: Any) -> None:
-    print(json.dumps(obj, default=str), flush=True)
+    stream = _json_out[-1] if _json_out else sys.stdout
+    print(json.dumps(obj, default=str), file=stream, flush=True)
+
+
+@contextlib.contextmanager
+def json_stdout() -> Iterator[None]:
+    """Under --json, only the final JSON reaches stdout: from here on stdout (file descriptor 1, inherited by
+    worker processes, and sys.stdout) points to stderr; _emit_json writes to the saved real stdout."""
+    real = sys.stdout
+    try:
+        fd = real.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured or replaced stdout: swap the Python objects only
+        fd = None
+    if fd is None:
+        _json_out.append(real)
+        sys.stdout = sys.stderr
+        try:
+            yield
+        finally:
+            sys.stdout = real
+            _json_out.pop()
+        return
+    real.flush()
+    saved = os.dup(fd)
+    os.dup2(sys.stderr.fileno(), fd)
+    out = os.fdopen(os.dup(saved), "w")
+    _json_out.append(out)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+        _json_out.pop()
+        out.close()
 
 
 # --------------------------------------------------------------------------- commands
@@ -57,18 +97,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_settings(args: argparse.Namespace, log: Log) -> dict[str, Any]:
-    """Settings of a new run: defaults < model < sample-data quick profile < --config < --set < flags."""
-    import models
-    from competition.config import QUICK_PROFILE, resolve
-    from competition.data import is_sample, resolve_data_root
-
-    spec = models.get_spec(args.model)
-    data = resolve_data_root(args.data, log)
-    quick = is_sample(data)
-    if quick:
-        log("profile: quick (sample data): " + ", ".join(f"{k}={v}" for k, v in QUICK_PROFILE.items()))
-    flags = {
+def training_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings train and search take as flags (None: not given)."""
+    return {
         "folds": args.folds,
         "epochs": args.epochs,
         "image_size": args.image_size,
@@ -77,13 +108,41 @@ def resolve_settings(args: argparse.Namespace, log: Log) -> dict[str, Any]:
         "device": args.device,
         "fold": getattr(args, "fold", None),
     }
-    cfg = resolve(spec.defaults, args.config, args.set, flags, profile=QUICK_PROFILE if quick else None)
+
+
+def resolve_settings(args: argparse.Namespace, log: Log) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Settings of a new run: defaults < model < sample-data quick profile < --config < --set < flags.
+
+    Returns them and what the user gave; everything is checked before any work (even sample data) starts.
+    """
+    import models
+    from competition.config import QUICK_PROFILE, describe, resolve
+    from competition.data import is_sample, resolve_data_root
+
+    spec = models.get_spec(args.model)
+    given = user_settings(args.config, args.set, training_flags(args))
+    data = resolve_data_root(args.data, log)
+    quick = is_sample(data)
+    if quick:
+        log(f"profile: quick (sample data): {describe(QUICK_PROFILE)}")
+    cfg = resolve(spec.defaults, profile=QUICK_PROFILE if quick else None, given=given)
     cfg.update(model=spec.name, data=str(data))
-    return cfg
+    check_against_data(cfg)
+    return cfg, given
+
+
+def check_against_data(cfg: dict[str, Any]) -> None:
+    """Settings that depend on the dataset: the class policy and one class weight per class."""
+    from competition.data import DataRoot
+
+    classes = DataRoot(Path(cfg["data"]), check_images=False).classes(cfg["classes"], cfg["ignore_index"])
+    weights = cfg["class_weights"]
+    if isinstance(weights, list) and len(weights) != classes.num_classes:
+        names = ", ".join(classes.names)
+        raise UsageError(f"setting class_weights: {len(weights)} values for {classes.num_classes} classes ({names})")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from competition.config import read_config_file
     from competition.runs import find_run, new_run_id
     from competition.train import train_run
 
@@ -91,12 +150,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir)
     if args.resume:
         run_dir = find_run(runs_dir, args.resume)
-        cfg = read_config_file(run_dir / "config.json")
-        if cfg["model"] != args.model:
-            raise UserError(f"{run_dir}: run of model {cfg['model']}, not {args.model}")
-        log(f"resuming {run_dir} with its saved settings")
+        cfg = resume_settings(args, run_dir, log)
     else:
-        cfg = resolve_settings(args, log)
+        cfg, _ = resolve_settings(args, log)
         run_dir = runs_dir / new_run_id(cfg["model"])
     log(
         f"run {run_dir.name}: {cfg['model']}, {cfg['folds'] if cfg['split'] == 'kfold' else 1} folds, "
@@ -104,45 +160,91 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     results = train_run(cfg, run_dir, log)
     if args.json:
-        _emit_json({k: results[k] for k in ("run", "model", "folds", "miou", "miou_std", "dir", "metric")})
+        keys = ("run", "model", "folds", "miou", "miou_std", "dir", "metric", "background_only")
+        _emit_json({k: results[k] for k in keys})
     return 0
+
+
+def resume_settings(args: argparse.Namespace, run_dir: Path, log: Log) -> dict[str, Any]:
+    """A run's saved settings; settings given now that would change its results are refused unless --force."""
+    from competition.config import describe, differences, read_config_file, validate
+    from competition.data import resolve_data_root
+
+    given = user_settings(args.config, args.set, training_flags(args))
+    cfg = read_config_file(run_dir / "config.json")
+    if cfg["model"] != args.model:
+        raise UsageError(f"{run_dir}: run of model {cfg['model']}, not {args.model}")
+    if args.data:
+        data = resolve_data_root(args.data, log)
+        given["data"] = cfg["data"] if data.resolve() == Path(cfg["data"]).resolve() else str(data)
+    changed = differences(cfg, given)
+    if changed and not args.force:
+        raise UsageError(
+            f"{run_dir}: resuming with other settings would change its results: {', '.join(changed)}; "
+            "drop them, start a new run, or --force"
+        )
+    if given:
+        log(f"resuming with: {describe(given)}")
+    log(f"resuming {run_dir} with its saved settings")
+    return validate({**cfg, **given})
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     import models
     from competition import search
+    from competition.config import describe, validate
     from competition.data import is_sample
     from competition.leaderboard import format_table, leaderboard_rows
 
     if args.keep_oof < 0:
-        raise UserError(f"--keep-oof {args.keep_oof}: expected 0 or more trials")
+        raise UsageError(f"--keep-oof {args.keep_oof}: expected 0 or more trials")
+    if args.trials is not None and args.trials < 0:
+        raise UsageError(f"--trials {args.trials}: expected 0 or more")
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: expected 1 or more")
     log = _logger(args)
-    cfg = resolve_settings(args, log)
+    space_file = search.load_space(args.space) if args.space else None
+    cfg, given = resolve_settings(args, log)
     quick = is_sample(Path(cfg["data"]))
-    space = search.load_space(args.space) if args.space else dict(models.get_spec(cfg["model"]).search_space)
-    if quick and not args.space:
-        space.pop("image_size", None)  # the quick profile fixes a small image size
+    spec = models.get_spec(cfg["model"])
+    space = space_file if space_file is not None else dict(spec.quick_space if quick else spec.search_space)
     trials = args.trials if args.trials is not None else (4 if quick else 20)
     runs_dir = Path(args.runs_dir)
     url = search.storage_url(args.storage, runs_dir)
     name = args.study or cfg["model"]
-    study = search.create_study(url, name, cfg, args.pruner, args.seed)
-    recorded = study.user_attrs.get("model")
-    if recorded and recorded != cfg["model"]:
-        where = search.safe_url(url)
-        raise UserError(f"study {name!r} in {where} searches {recorded}, not {cfg['model']}; choose another --study")
-    study.set_user_attr("model", cfg["model"])
+    fixed = {k: v for k, v in given.items() if k not in MACHINERY}
+    if fixed:
+        log(f"fixed by you: {describe(fixed)}")
+    fixed = search.prepare_study(url, name, cfg, fixed, args.pruner, args.seed, runs_dir, args.force, log)
+    cfg = validate({**cfg, **fixed})
+    space = {k: v for k, v in space.items() if k not in fixed}
+    if not space:
+        raise UsageError("nothing left to search: every setting of the search space is fixed; drop some settings")
     log(f"search space: {', '.join(space)}")
     job = search.SearchJob(
         url, name, cfg, space, runs_dir, args.pruner, args.seed, args.timeout, args.epoch_budget, args.keep_oof
     )
     study = search.launch(job, trials, args.workers, log)
     result = search.summarize(study, url, runs_dir / "studies" / name, log)
+    result["fixed"] = fixed
     log("")
     log(format_table(leaderboard_rows(runs_dir)))
+    if result["best"] and not args.no_predict:
+        result["submission"] = predict_best(runs_dir, name, result["best"]["run"], log)
     if args.json:
         _emit_json(result)
     return 0
+
+
+def predict_best(runs_dir: Path, study: str, run: str, log: Log) -> str:
+    """The submission of the study's best trial (all its folds): submissions/<study>-best.csv."""
+    from competition.predict import predict_run
+
+    log("")
+    log(f"predicting the test set with the best trial ({run}) ...")
+    result = predict_run(runs_dir / run, name=f"{study}-best", log=log)
+    log(f"ready to upload: {result['csv']}")
+    return result["csv"]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -150,8 +252,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from competition.runs import find_run
 
     log = _logger(args)
+    settings = prediction_settings(args, "predict")
     run_dir = find_run(Path(args.runs_dir), args.run)
-    result = predict_run(run_dir, args.data, args.tta, args.name, args.batch_size, args.device, log=log)
+    result = predict_run(run_dir, args.data, args.tta, args.name, settings, log=log)
     if args.json:
         _emit_json(result)
     return 0
@@ -161,6 +264,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from competition.ensemble import ensemble_runs, vote_csvs
 
     log = _logger(args)
+    settings = prediction_settings(args, "ensemble")
     if args.from_csv:
         if args.runs:
             raise UserError(f"ensemble --from-csv votes CSV files; drop the RUN arguments {' '.join(args.runs)}")
@@ -173,13 +277,18 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
             args.weights,
             args.data,
             args.tta,
-            args.device,
-            args.batch_size,
+            settings,
             log=log,
         )
     if args.json:
         _emit_json(result)
     return 0
+
+
+def prediction_settings(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The run settings predict and ensemble may override (--set and the --batch-size/--device flags)."""
+    flags = {"batch_size": args.batch_size, "device": args.device}
+    return user_settings(sets=args.set, flags=flags, allowed=PREDICTION_KEYS, command=command)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -305,7 +414,14 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset root whose test.json is predicted (default: the run's dataset)")
     p.add_argument("--runs-dir", default="runs", help="where run folders are (default runs/)")
     p.add_argument("--batch-size", type=int, help="test images per batch (default: the run's batch size)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = GPU when present")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto = GPU when present (default)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a run setting for prediction: {', '.join(PREDICTION_KEYS)}",
+    )
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
 
 
@@ -327,12 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(p)
     p.add_argument("--fold", type=int, help="train only this fold")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (skips finished folds)")
+    p.add_argument("--force", action="store_true", help="resume even with settings that change the run's results")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("search", help="Optuna study whose objective is k-fold CV mIoU; creates or resumes")
     p.add_argument("model", help="a registered model (./run.sh models)")
     _training_options(p)
-    p.add_argument("--trials", type=int, help="trials to run now (more, if the study exists); default 20 (4 on sample)")
+    p.add_argument(
+        "--trials", type=int, help="trials this process runs now (more, if the study exists); default 20 (4 on sample)"
+    )
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument(
         "--epoch-budget", type=int, metavar="N", help="stop starting trials once this search has trained N epochs"
@@ -349,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
     p.add_argument("--space", type=Path, help="search space file (YAML or JSON) replacing the model's default")
+    p.add_argument("--force", action="store_true", help="continue the study even with other fixed settings")
+    p.add_argument(
+        "--no-predict", action="store_true", help="do not predict the test set with the best trial at the end"
+    )
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("predict", help="test-set probabilities for a run (all its folds) and its submission CSV")
@@ -406,10 +529,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        with json_stdout() if getattr(args, "json", False) else contextlib.nullcontext():
+            return args.func(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted: finished work is saved; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from competition.errors import UserError
+from competition.errors import UsageError, UserError
+from competition.fileio import write_json
 
 DEFAULTS: dict[str, Any] = {
     # data
@@ -74,6 +76,43 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm": ("none", "batch"),
     "device": ("auto", "cpu", "cuda"),
 }
+# Type and range of every other setting: (kind, low, high); None = unbounded. Kinds: int, float, bool, text,
+# optional-text (None allowed), and the special ones checked below (classes, loss, class_weights, fold).
+RULES: dict[str, tuple[str, float | None, float | None]] = {
+    "data": ("optional-text", None, None),
+    "ignore_index": ("int", 0, 255),
+    "folds": ("int", 2, 1000),
+    "seed": ("int", 0, 2**32 - 1),
+    "model": ("optional-text", None, None),
+    "encoder": ("text", None, None),
+    "encoder_weights": ("optional-text", None, None),
+    "weights": ("optional-text", None, None),
+    "dropout": ("float", 0.0, 0.99),
+    "epochs": ("int", 1, 100_000),
+    "image_size": ("int", 8, 8192),
+    "batch_size": ("int", 1, 100_000),
+    "lr": ("float", 1e-12, 10.0),
+    "weight_decay": ("float", 0.0, 1.0),
+    "momentum": ("float", 0.0, 0.999),
+    "warmup_epochs": ("float", 0.0, 100_000),
+    "grad_clip": ("float", 0.0, None),
+    "early_stop": ("int", 0, 100_000),
+    "aug_hflip": ("float", 0.0, 1.0),
+    "aug_vflip": ("float", 0.0, 1.0),
+    "aug_scale_min": ("float", 0.05, 20.0),
+    "aug_scale_max": ("float", 0.05, 20.0),
+    "aug_color": ("float", 0.0, 1.0),
+    "amp": ("bool", None, None),
+    "channels_last": ("bool", None, None),
+    "num_workers": ("int", 0, 256),
+    "save_oof": ("bool", None, None),
+    "overlays": ("int", 0, 10_000),
+}
+SPECIAL = ("classes", "loss", "class_weights", "fold")
+# Settings that change how fast a run goes, not what it learns: never "fixed", free to change on resume.
+MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof"})
+# Settings `predict` and `ensemble` take with --set (the rest is the run's own).
+PREDICTION_KEYS = ("batch_size", "device", "num_workers", "amp", "channels_last")
 
 
 def parse_value(text: str) -> Any:
@@ -100,25 +139,136 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def apply_set(cfg: dict[str, Any], item: str, source: str = "--set") -> None:
-    """Apply one KEY=VALUE; `classes.NAME=ignore` sets one entry of the `classes` mapping."""
-    if "=" not in item:
-        raise UserError(f"{source} {item!r}: expected KEY=VALUE")
-    key, text = item.split("=", 1)
-    key = key.strip()
-    if key.startswith("classes."):
-        cfg["classes"] = {**cfg.get("classes", {}), key[len("classes.") :]: text.strip()}
-        return
-    check_key(key, source)
-    cfg[key] = parse_value(text)
-
-
 def check_key(key: str, source: str) -> None:
-    """Unknown settings are errors (a typo must not silently do nothing)."""
+    """Unknown settings are usage errors (a typo must not silently do nothing); the closest key is named."""
     if key not in DEFAULTS:
         close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UserError(f"{source}: unknown setting {key!r}{hint}")
+        raise UsageError(f"{source}: unknown setting {key!r}{hint}")
+
+
+def check_setting(key: str, value: Any, source: str = "setting") -> Any:
+    """`value` checked against the type and range of setting `key`, and normalised (e.g. "1e-3" -> 0.001).
+
+    Raises UsageError naming the source, the key, the value and what is allowed.
+    """
+    check_key(key, source)
+
+    def bad(allowed: str) -> UsageError:
+        return UsageError(f"{source}: {key}={value!r}: expected {allowed}")
+
+    if key in CHOICES:
+        if value not in CHOICES[key]:
+            raise bad(f"one of {', '.join(CHOICES[key])}")
+        return value
+    if key in SPECIAL:
+        return _check_special(key, value, bad)
+    kind, low, high = RULES[key]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind in ("text", "optional-text"):
+        if value is None and kind == "optional-text":
+            return None
+        if not isinstance(value, str) or not value:
+            raise bad("a name or path" + (" (or null)" if kind == "optional-text" else ""))
+        return value
+    number = _number(value, integer=kind == "int")
+    span = f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
+    if number is None or not math.isfinite(number):
+        raise bad(f"{'an integer' if kind == 'int' else 'a number'} in {span}")
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise bad(f"{'an integer' if kind == 'int' else 'a number'} in {span}")
+    return number
+
+
+def _number(value: Any, integer: bool) -> int | float | None:
+    """An int (integer=True) or float from a number or numeric string; None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value) if not integer else int(value)
+        except ValueError:
+            return None
+    if isinstance(value, float) and integer:
+        return int(value) if value.is_integer() else None
+    if isinstance(value, (int, float)):
+        return int(value) if integer else float(value)
+    return None
+
+
+def _check_special(key: str, value: Any, bad: Any) -> Any:
+    if key == "fold":
+        if value is None:
+            return None
+        number = _number(value, integer=True)
+        if number is None or number < 0:
+            raise bad("a fold index >= 0 (or null for every fold)")
+        return number
+    if key == "classes":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise bad("a mapping of category -> keep | ignore | merge:<category>")
+        for policy in value.values():
+            if policy not in ("keep", "ignore") and not policy.startswith("merge:"):
+                raise bad("policies keep, ignore or merge:<category>")
+        return {str(k): v for k, v in value.items()}
+    if key == "loss":
+        from competition.losses import NAMES, parse_loss
+
+        try:
+            parse_loss(value)
+        except UserError:
+            raise bad(f"terms like 'ce' or '0.5*dice' joined by '+' ({', '.join(NAMES)})") from None
+        return value
+    # class_weights
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, list) and value and all(_number(v, integer=False) is not None for v in value):
+        weights = [float(v) for v in value]
+        if all(math.isfinite(w) and w >= 0 for w in weights):
+            return weights
+    raise bad("auto, null, or a list of non-negative numbers (one per class)")
+
+
+def split_set(item: str, source: str = "--set") -> tuple[str, Any]:
+    """One KEY=VALUE of --set, value parsed as YAML (`classes.NAME=POLICY` keeps its dotted key)."""
+    if "=" not in item:
+        raise UsageError(f"{source} {item!r}: expected KEY=VALUE")
+    key, text = item.split("=", 1)
+    return key.strip(), parse_value(text.strip()) if not key.startswith("classes.") else text.strip()
+
+
+def user_settings(
+    config_file: Path | None = None,
+    sets: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+    allowed: tuple[str, ...] | None = None,
+    command: str = "",
+) -> dict[str, Any]:
+    """What the user gave (config file < --set < flags), each value checked; the `classes` entries merged.
+
+    `allowed`: the only keys this command takes (predict and ensemble); others are usage errors.
+    """
+    given: dict[str, Any] = {}
+    layers: list[tuple[str, list[tuple[str, Any]]]] = []
+    if config_file is not None:
+        layers.append((str(config_file), list(read_config_file(config_file).items())))
+    layers.append(("--set", [split_set(item) for item in sets or []]))
+    layers.append(("flag", [(k, v) for k, v in (flags or {}).items() if v is not None]))
+    for source, items in layers:
+        for key, value in items:
+            if key.startswith("classes."):
+                key, value = "classes", {**given.get("classes", {}), key[len("classes.") :]: value}
+            elif key == "classes" and isinstance(value, dict):
+                value = {**given.get("classes", {}), **value}
+            where = f"--{key.replace('_', '-')}" if source == "flag" else source
+            if allowed is not None and key not in allowed:
+                check_key(key, where)
+                raise UsageError(f"{where}: {key} does not apply to {command}; it takes {', '.join(allowed)}")
+            given[key] = check_setting(key, value, where)
+    return given
 
 
 def resolve(
@@ -127,37 +277,49 @@ def resolve(
     sets: list[str] | None = None,
     flags: dict[str, Any] | None = None,
     profile: dict[str, Any] | None = None,
+    given: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Layer the settings; later layers win. Flags whose value is None are not given."""
+    """Layer the settings; later layers win: defaults < model < profile < file < --set < flags (`given`).
+
+    `given` is what user_settings returned (it is computed from config_file, sets and flags when None).
+    """
+    if given is None:
+        given = user_settings(config_file, sets, flags)
     cfg = json.loads(json.dumps(DEFAULTS))
     cfg.update(model_defaults or {})
     cfg.update(profile or {})
-    if config_file is not None:
-        for key, value in read_config_file(config_file).items():
-            if key != "classes":
-                check_key(key, str(config_file))
-            cfg[key] = value
-    for item in sets or []:
-        apply_set(cfg, item)
-    cfg.update({k: v for k, v in (flags or {}).items() if v is not None})
+    cfg.update(given)
     validate(cfg)
     return cfg
 
 
-def validate(cfg: dict[str, Any]) -> None:
-    """Reject values that would fail later, with the setting's name."""
-    for key, allowed in CHOICES.items():
-        if cfg[key] not in allowed:
-            raise UserError(f"setting {key}={cfg[key]!r}: expected one of {', '.join(allowed)}")
-    for key in ("epochs", "image_size", "batch_size", "folds"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise UserError(f"setting {key}={cfg[key]!r}: expected a positive integer")
-    if not isinstance(cfg["classes"], dict):
-        raise UserError(f"setting classes={cfg['classes']!r}: expected a mapping of category -> policy")
+def validate(cfg: dict[str, Any], source: str = "setting") -> dict[str, Any]:
+    """Check every setting (type and range) and the relations between them; normalises values in place."""
+    for key in DEFAULTS:
+        cfg[key] = check_setting(key, cfg.get(key), source)
+    if cfg["aug_scale_min"] > cfg["aug_scale_max"]:
+        raise UsageError(
+            f"{source}: aug_scale_min={cfg['aug_scale_min']} > aug_scale_max={cfg['aug_scale_max']}: "
+            "expected min <= max"
+        )
+    return cfg
+
+
+def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """`key (old -> new)` for every result-changing setting of `after` that `before` has otherwise."""
+    missing = "unset"
+    return [
+        f"{key} ({before.get(key, missing)} -> {value})"
+        for key, value in after.items()
+        if key not in MACHINERY and before.get(key, missing) != value
+    ]
+
+
+def describe(settings: dict[str, Any]) -> str:
+    """`key=value, ...` for logs."""
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
 def save_config(cfg: dict[str, Any], path: Path) -> None:
     """Write the resolved settings as JSON (atomically)."""
-    from competition.fileio import write_json
-
     write_json(path, cfg)

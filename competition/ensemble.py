@@ -223,7 +223,7 @@ def fit_weights(
 
 
 def member_test_probs(
-    member: Member, root: Path, tta: str | None, device: str, batch_size: int | None, log: Log
+    member: Member, root: Path, tta: str | None, settings: dict[str, Any], log: Log
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """A member's stored test probabilities, predicting them first when missing (or made with another TTA)."""
     path = member.dir / "test" / "probs.npy"
@@ -233,7 +233,7 @@ def member_test_probs(
     if stored is None or stored != wanted:
         why = "no test probabilities" if stored is None else f"test probabilities with TTA {stored or 'none'}"
         log(f"{member.id}: {why}; running predict first (TTA {tta or 'none'})")
-        predict_run(member.dir, str(root), tta, batch_size=batch_size, device=device, log=log)
+        predict_run(member.dir, str(root), tta, settings=settings, log=log)
     return read_probs(path)
 
 
@@ -242,8 +242,7 @@ def load_test_probs(
     root: DataRoot,
     classes: ClassTable,
     tta: str | None,
-    device: str,
-    batch_size: int | None,
+    settings: dict[str, Any],
     log: Log,
 ) -> list[np.ndarray]:
     """Every member's test probabilities, checked to cover test.json's images in order with the same classes."""
@@ -251,7 +250,7 @@ def load_test_probs(
     ids = [im.file_name for im in test.images]
     arrays = []
     for member in members:
-        array, manifest = member_test_probs(member, root.root, tta, device, batch_size, log)
+        array, manifest = member_test_probs(member, root.root, tta, settings, log)
         source = member.dir / "test" / "probs.npy"
         if manifest["images"] != ids:
             raise UserError(
@@ -304,12 +303,16 @@ def ensemble_runs(
     weights: str = "auto",
     data: str | None = None,
     tta: str | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
+    settings: dict[str, Any] | None = None,
     out_dir: Path = SUBMISSIONS,
     log: Log = print,
 ) -> dict[str, Any]:
-    """Soft-vote ensemble of trained runs: weights fitted out of fold, test probabilities averaged, a CSV."""
+    """Soft-vote ensemble of trained runs: weights fitted out of fold, test probabilities averaged, a CSV.
+
+    `settings`: prediction settings for members whose test probabilities must be made (see predict_run).
+    """
+    settings = settings or {}
+    device = settings.get("device", "auto")
     if len(refs) < 2:
         raise UserError("ensemble: give at least two runs (or --from-csv with CSV files)")
     run_dir = ensemble_dir(runs_dir, name or new_run_id("ensemble"))
@@ -320,7 +323,7 @@ def ensemble_runs(
     classes = run_classes(members[0].dir, cfg, root)
     fit = fit_weights(members, root, classes, weights, pick_device(device), log)
     log(format_table(ids, fit, cfg["metric"]))
-    arrays = load_test_probs(members, root, classes, tta, device, batch_size, log)
+    arrays = load_test_probs(members, root, classes, tta, settings, log)
     full = root.classes()
     csv = out_dir / f"{run_dir.name}.csv"
     date = now()

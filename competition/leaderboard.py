@@ -37,6 +37,9 @@ def leaderboard_rows(runs_dir: Path) -> list[dict[str, Any]]:
                 "miou_std": info.get("miou_std", 0.0),
                 "folds": len(info.get("folds", [])),
                 "metric": info.get("metric", "image"),
+                "miou_image": info.get("miou_image"),
+                "miou_dataset": info.get("miou_dataset"),
+                "background_only": bool(info.get("background_only", False)),
                 "study": f"{trial['study']}#{trial['number']}" if trial else "",
                 "settings": _settings(info, cfg),
                 "date": info.get("finished", info.get("created", "")),
@@ -70,15 +73,21 @@ def short(value: Any) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no finished runs yet: ./run.sh train MODEL or ./run.sh search MODEL"
-    lines = [f"{'#':>3} {'CV mIoU':>16} {'folds':>5}  {'kind':<8} {'model':<14} {'run':<34} {'date':<19}  settings"]
+    head = f"{'#':>3} {'CV mIoU':>16} {'metric':<7} {'image':>6} {'dataset':>7} {'folds':>5}  {'kind':<8} "
+    lines = [head + f"{'model':<14} {'run':<34} {'date':<19}  settings"]
     for i, r in enumerate(rows, 1):
         score = f"{r['miou']:.4f} ± {r['miou_std']:.4f}"
         name = r["run"] + (f" ({r['study']})" if r["study"] else "")
+        flag = "[predicts background only] " if r.get("background_only") else ""
         lines.append(
-            f"{i:>3} {score:>16} {r['folds']:>5}  {r['kind']:<8} {r['model']:<14} {name:<34} {r['date']:<19}  "
-            f"{r['settings']}"
+            f"{i:>3} {score:>16} {r['metric']:<7} {_cell(r.get('miou_image'))} {_cell(r.get('miou_dataset'), 7)} "
+            f"{r['folds']:>5}  {r['kind']:<8} {r['model']:<14} {name:<34} {r['date']:<19}  {flag}{r['settings']}"
         )
     return "\n".join(lines)
+
+
+def _cell(value: float | None, width: int = 6) -> str:
+    return f"{value:>{width}.4f}" if isinstance(value, float) else f"{'':>{width}}"
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:

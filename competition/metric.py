@@ -74,6 +74,9 @@ class Scores:
     per_class: list[float | None]  # dataset IoU of each class; None where the class is absent everywhere
     pixel_accuracy: float
     n_images: int  # images with at least one scored pixel (those counted in miou_image)
+    # pixels predicted as foreground (any class but 0) / pixels that are foreground; NaN without foreground.
+    # Near 0: the model predicts (almost) only background.
+    foreground_ratio: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready scores: NaN written as None."""
@@ -110,4 +113,11 @@ class MeanIoU:
             per_class=[_nan_to_none(v) for v in iou.tolist()],
             pixel_accuracy=int(self.confusion.trace()) / total if total else math.nan,
             n_images=n_images,
+            foreground_ratio=foreground_ratio(self.confusion),
         )
+
+
+def foreground_ratio(cm: Tensor) -> float:
+    """Predicted foreground pixels over true foreground pixels of a confusion matrix (class 0 = background)."""
+    true_fg = int(cm[1:].sum())
+    return int(cm[:, 1:].sum()) / true_fg if true_fg else math.nan

@@ -151,14 +151,18 @@ def predict_run(
     data: str | None = None,
     tta: str | None = None,
     name: str | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
+    settings: dict[str, Any] | None = None,
     out_dir: Path = SUBMISSIONS,
     log: Log = print,
 ) -> dict[str, Any]:
-    """Test probabilities of every fold of a run and its submission CSV; returns where they went."""
+    """Test probabilities of every fold of a run and its submission CSV; returns where they went.
+
+    `settings`: the run's settings to override for prediction (config.PREDICTION_KEYS: batch size, device,
+    workers, amp, channels_last); the device is `auto` unless given.
+    """
     run_dir = Path(run_dir)
-    cfg = read_json(run_dir / "config.json")
+    settings = settings or {}
+    cfg = read_json(run_dir / "config.json") | settings
     checkpoints = fold_checkpoints(run_dir)
     status = read_run(run_dir).get("status")
     if status != "complete":
@@ -168,10 +172,10 @@ def predict_run(
     views = parse_tta(tta)
     tta_names = describe_views(views)
     name = check_name(name or run_dir.name + ("-tta" if tta_names else ""))
-    torch_device = pick_device(device)
+    torch_device = pick_device(settings.get("device", "auto"))
     nets = [load_fold_model(cfg, path, classes.num_classes, torch_device) for _, path in checkpoints]
     ids = [im.file_name for im in root.coco("test").images]
-    loader = test_loader(root, cfg, batch_size or int(cfg["batch_size"]), torch_device)
+    loader = test_loader(root, cfg, int(cfg["batch_size"]), torch_device)
     folds = [fold for fold, _ in checkpoints]
     log(
         f"predicting {len(ids)} test images of {root.root} with run {run_dir.name}: folds {folds}, "

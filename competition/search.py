@@ -16,34 +16,49 @@ not another: every trial sees the same folds at the same steps. Hyperband (`--pr
 poor trials but needs many more of them to be reliable; `none` trains every trial to the end.
 
 Storage: an SQLite file in the runs folder by default; any Optuna RDB URL (PostgreSQL for several machines),
-or `journal:PATH` for a journal file shared by processes on one machine. Trials that a killed worker left
-RUNNING are failed and retried once, resuming from the failed trial's run folder (finished folds are kept):
-by heartbeat on server databases, at start-up on SQLite and journal files.
+or `journal:PATH` for a journal file shared by processes on one machine. Any number of search processes may
+work on one study, started by `--workers N` or by hand. Each process holds an OS lock for its life
+(competition.owners) and records it in every trial it runs; before each new trial a process fails the trials
+whose owner is gone and queues each for one retry, which resumes the failed trial's run folder (finished folds
+are kept). A trial of a live owner is never touched. Owners on other machines are judged by Optuna's heartbeat
+(server databases only).
+
+Fixed settings: every setting the user gave (flag, --set, --config) is taken out of the search space and pinned
+in every trial; the study stores them, and continuing it with other values is refused unless --force.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import inspect
 import multiprocessing
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
-from optuna.storages import RetryFailedTrialCallback
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from competition.config import read_config_file, validate
-from competition.errors import UserError
+from competition.config import check_key, check_setting, differences, read_config_file, validate
+from competition.errors import UsageError, UserError
 from competition.leaderboard import short
+from competition.owners import OwnerLock, claim_if_dead
 from competition.runs import update_run
 
 Log = Callable[[str], None]
 SPACE_TYPES = ("float", "int", "categorical")
 HEARTBEAT_SECONDS = 60
+MAX_RETRY = 1  # a trial whose owner died is retried once
+# A RUNNING trial with no owner record (its process died between creating it and recording itself, or an older
+# version ran it) is orphaned once it is this old.
+UNOWNED_GRACE_SECONDS = 120
 
 
 # --------------------------------------------------------------------------- storage
@@ -69,10 +84,6 @@ def safe_url(url: str) -> str:
         return url.split(":", 1)[0] + ":***"
 
 
-def is_server_db(url: str) -> bool:
-    return not url.startswith(("sqlite", "journal:"))
-
-
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage for a URL; server databases get a heartbeat that fails and retries dead trials."""
     if url.startswith("journal:"):
@@ -84,11 +95,13 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         if url.startswith("sqlite"):
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        # Optuna >= 4.9 names the stale-trial callback `heartbeat_stale_trial_callback`
+        params = inspect.signature(optuna.storages.RDBStorage).parameters
+        callback = (
+            "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+        )
         return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=3 * HEARTBEAT_SECONDS,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS, **{callback: retry_trial}
         )
     except Exception as e:  # bad URL, server down, missing driver: one line, no password
         raise UserError(f"--storage {safe_url(url)}: cannot open: {str(e).splitlines()[0][:200]}") from None
@@ -105,17 +118,22 @@ def load_space(path: Path) -> dict[str, Any]:
 
 
 def check_space(space: dict[str, Any], source: str) -> None:
-    from competition.config import check_key
-
+    """Every key a setting, every bound and choice a valid value of it (UsageError naming the key)."""
     for key, spec in space.items():
         check_key(key, source)
         if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
-            raise UserError(f"{source}: {key}: expected {{type: float|int|categorical, ...}}, got {spec!r}")
+            raise UsageError(f"{source}: {key}: expected {{type: float|int|categorical, ...}}, got {spec!r}")
         if spec["type"] == "categorical":
             if not isinstance(spec.get("choices"), list) or not spec["choices"]:
-                raise UserError(f"{source}: {key}: categorical needs a non-empty 'choices' list")
-        elif not all(k in spec for k in ("low", "high")) or not spec["low"] <= spec["high"]:
-            raise UserError(f"{source}: {key}: {spec['type']} needs 'low' <= 'high'")
+                raise UsageError(f"{source}: {key}: categorical needs a non-empty 'choices' list")
+            values = spec["choices"]
+        else:
+            if not all(k in spec for k in ("low", "high")):
+                raise UsageError(f"{source}: {key}: {spec['type']} needs 'low' and 'high'")
+            values = [spec["low"], spec["high"]]
+        values = [check_setting(key, value, source) for value in values]
+        if spec["type"] != "categorical" and not values[0] <= values[1]:
+            raise UsageError(f"{source}: {key}: {spec['type']} needs 'low' <= 'high'")
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
@@ -132,16 +150,87 @@ def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_params(space: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
-    """The run's default settings restricted to the space (those the space can express)."""
-    params = {}
-    for key, spec in space.items():
-        value = cfg.get(key)
-        if spec["type"] == "categorical":
-            if value in spec["choices"]:
-                params[key] = value
-        elif isinstance(value, (int, float)) and spec["low"] <= value <= spec["high"]:
-            params[key] = value
-    return params
+    """The default configuration's value of every searched setting (inside the space's range or not)."""
+    return {key: cfg.get(key) for key in space}
+
+
+def trial_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The searched settings of a trial: sampled ones, or the default configuration's for trial 0."""
+    return trial.params or trial.user_attrs.get("params", {})
+
+
+# --------------------------------------------------------------------------- fixed settings
+
+
+def pin_fixed(study: optuna.Study, fixed: dict[str, Any], data: str, force: bool, log: Log) -> dict[str, Any]:
+    """The study's fixed settings after this search: those stored with it, updated by the user's.
+
+    A study continued with other values for its fixed settings (or other data) would mix trials of different
+    problems: refused (UsageError naming the keys) unless `force`. Settings fixed before and not given now stay.
+    """
+    stored = study.user_attrs.get("fixed")
+    if stored is not None:
+        changed = differences(stored, fixed)
+        old_data = study.user_attrs.get("data")
+        if old_data and old_data != data:
+            changed.append(f"data ({old_data} -> {data})")
+        if changed and not force:
+            raise UsageError(
+                f"study {study.study_name!r} was searched with other settings: {', '.join(changed)}; "
+                "give the same values, choose another --study, or --force"
+            )
+        inherited = {k: v for k, v in stored.items() if k not in fixed}
+        if inherited:
+            log("fixed by the study: " + ", ".join(f"{k}={short(v)}" for k, v in inherited.items()))
+        fixed = {**inherited, **fixed}
+    if stored != fixed or study.user_attrs.get("data") != data:
+        study.set_user_attr("fixed", fixed)
+        study.set_user_attr("data", data)
+    return fixed
+
+
+def prepare_study(
+    url: str,
+    name: str,
+    cfg: dict[str, Any],
+    fixed: dict[str, Any],
+    pruner: str,
+    seed: int | None,
+    runs_dir: Path,
+    force: bool,
+    log: Log,
+) -> dict[str, Any]:
+    """Create or continue the study: check its model, pin its fixed settings, queue the default as trial 0.
+
+    Serialised between the processes of this machine, so searches started together queue one trial 0.
+    Returns the study's fixed settings (stored ones included).
+    """
+    with setup_lock(runs_dir):
+        study = create_study(url, name, cfg, pruner, seed)
+        recorded = study.user_attrs.get("model")
+        if recorded and recorded != cfg["model"]:
+            raise UsageError(
+                f"study {name!r} in {safe_url(url)} searches {recorded}, not {cfg['model']}; choose another --study"
+            )
+        study.set_user_attr("model", cfg["model"])
+        fixed = pin_fixed(study, fixed, cfg["data"], force, log)
+        if not study.trials:
+            study.enqueue_trial({}, user_attrs={"default": True})
+            log("trial 0 is the model's default configuration")
+    return fixed
+
+
+@contextlib.contextmanager
+def setup_lock(runs_dir: Path) -> Iterator[None]:
+    """Serialises the start-up of searches on one machine (creating a study, queueing its default trial)."""
+    folder = Path(runs_dir) / ".owners"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "setup.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- pruning
@@ -174,31 +263,85 @@ def create_study(url: str, name: str, cfg: dict[str, Any], pruner: str, seed: in
     return study
 
 
-def fail_stale_running_trials(study: optuna.Study, log: Log) -> int:
-    """SQLite/journal: trials left RUNNING by a killed process are failed and retried once."""
-    retry = RetryFailedTrialCallback(max_retry=1)
+def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a failed trial once more (at most MAX_RETRY times), with its settings and run folder.
+
+    As Optuna's RetryFailedTrialCallback, but the dead owner is not copied, so nobody mistakes the queued
+    retry, once started, for the dead trial.
+    """
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > MAX_RETRY:
+        return
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("owner", "fail_reason")}
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=user_attrs,
+            system_attrs={**trial.system_attrs, "failed_trial": history[0], "retry_history": history},
+        )
+    )
+
+
+def fail_orphaned_trials(study: optuna.Study, log: Log) -> int:
+    """Fail (and queue for one retry) every RUNNING trial whose owner process is gone; returns how many.
+
+    Owners on this machine are judged by their OS lock (competition.owners), so a live trial, however long,
+    is never failed. Trials of other machines are left to the heartbeat of server databases.
+    """
     count = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker killed (found RUNNING)")
-        if study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-            retry(study, study._storage.get_trial(trial._trial_id))
-            count += 1
-            log(f"trial {trial.number}: left running by a killed worker; failed and queued for one retry")
+        owner = trial.user_attrs.get("owner")
+        gone = claim_if_dead(owner) if owner else contextlib.nullcontext(_unowned_too_long(trial))
+        with gone as dead:
+            if dead and _fail(study, trial._trial_id, "its process died (found RUNNING, owner gone)"):
+                count += 1
+                log(f"trial {trial.number}: its process died; failed and queued for one retry")
     return count
+
+
+def _unowned_too_long(trial: optuna.trial.FrozenTrial) -> bool:
+    started = trial.datetime_start
+    if started is None:
+        return False
+    return (datetime.now(started.tzinfo) - started).total_seconds() > UNOWNED_GRACE_SECONDS
+
+
+def _fail(study: optuna.Study, trial_id: int, reason: str) -> bool:
+    """Fail a trial still RUNNING and queue its retry; False when someone else finished it first."""
+    storage = study._storage
+    if storage.get_trial(trial_id).state != TrialState.RUNNING:
+        return False
+    try:
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            return False
+    except UpdateFinishedTrialError:
+        return False
+    retry_trial(study, storage.get_trial(trial_id))
+    return True
 
 
 class Objective:
     """Train one configuration per trial; its value is the CV mean of the ranking metric."""
 
-    def __init__(self, base: dict[str, Any], space: dict[str, Any], runs_dir: Path, study: str, log: Log):
+    def __init__(
+        self, base: dict[str, Any], space: dict[str, Any], runs_dir: Path, study: str, owner: OwnerLock, log: Log
+    ):
         self.base, self.space, self.runs_dir, self.study, self.log = base, space, runs_dir, study, log
+        self.owner = owner
 
     def __call__(self, trial: optuna.Trial) -> float:
         from competition.train import NonFiniteLoss, remove_heavy_files, train_run
 
-        params = suggest(trial, self.space)
-        cfg = {**self.base, **params}
-        validate(cfg)
+        trial.set_user_attr("owner", self.owner.info())
+        if trial.user_attrs.get("default"):  # trial 0: exactly the default configuration, in the space or not
+            params = default_params(self.space, self.base)
+            trial.set_user_attr("params", params)
+        else:
+            params = suggest(trial, self.space)
+        cfg = validate({**self.base, **params}, f"study {self.study}")
         run_dir = self._run_dir(trial)
         trial.set_user_attr("run", run_dir.name)
         trial.set_user_attr("dir", str(run_dir.resolve()))
@@ -246,11 +389,13 @@ class Objective:
         return lambda msg: self.log(f"[trial {number}] {msg}")
 
 
-def progress_callback(total: int, started_with: int, log: Log) -> Callable[[optuna.Study, Any], None]:
-    """After each trial: `trial n/N finished: value (best so far)`."""
+def progress_callback(total: int, log: Log) -> Callable[[optuna.Study, Any], None]:
+    """After each of this process's trials: `trial n complete: value; k/N done; best so far`."""
+    done = 0
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished()) - started_with
+        nonlocal done
+        done += 1
         try:
             best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
         except ValueError:
@@ -313,30 +458,48 @@ class SearchJob:
     epochs_before: int = 0  # epochs the study had trained when this search started
 
 
-def run_worker(job: SearchJob, n_trials: int, started_with: int, total: int, log: Log = print) -> None:
+def orphans_callback(log: Log) -> Callable[[optuna.Study, Any], None]:
+    """After each trial (before the next is started): fail and requeue the trials of dead processes."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        fail_orphaned_trials(study, log)
+
+    return callback
+
+
+def run_worker(job: SearchJob, n_trials: int, log: Log = print) -> None:
     """One worker: optimise `n_trials` trials of the study (a process of its own with --workers N)."""
     from competition.train import NonFiniteLoss
 
     study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
-    callbacks = [progress_callback(total, started_with, log), keep_oof_callback(job.keep_oof, job.runs_dir, log)]
+    owner = OwnerLock(job.runs_dir)
+    callbacks = [
+        progress_callback(n_trials, log),
+        keep_oof_callback(job.keep_oof, job.runs_dir, log),
+        orphans_callback(log),
+    ]
     if job.epoch_budget:
         callbacks.append(budget_callback(job.epoch_budget, job.epochs_before, log))
-    study.optimize(
-        Objective(job.base, job.space, job.runs_dir, job.study, log),
-        n_trials=n_trials,
-        timeout=job.timeout,
-        catch=(NonFiniteLoss,),  # a NaN loss fails that trial (reason in its user attributes); the search goes on
-        callbacks=callbacks,
-    )
+    try:
+        fail_orphaned_trials(study, log)
+        study.optimize(
+            Objective(job.base, job.space, job.runs_dir, job.study, owner, log),
+            n_trials=n_trials,
+            timeout=job.timeout,
+            catch=(NonFiniteLoss,),  # a NaN loss fails that trial (reason in its user attributes); search goes on
+            callbacks=callbacks,
+        )
+    finally:
+        owner.release()
 
 
-def _worker_process(job: SearchJob, n_trials: int, started_with: int, total: int, index: int) -> None:
+def _worker_process(job: SearchJob, n_trials: int, index: int) -> None:
     """Entry point of a worker process: its log lines carry the worker's number."""
 
     def log(msg: str) -> None:
         print(f"[w{index}] {msg}", flush=True)
 
-    run_worker(job, n_trials, started_with, total, log)
+    run_worker(job, n_trials, log)
 
 
 def split_trials(n: int, workers: int) -> list[int]:
@@ -345,13 +508,8 @@ def split_trials(n: int, workers: int) -> list[int]:
 
 
 def launch(job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Study:
-    """Create/resume the study, enqueue the default configuration, run the workers; returns the study."""
+    """Run `n_trials` more trials of the prepared study (see `prepare`) with `workers` processes."""
     study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
-    if not is_server_db(job.url):
-        fail_stale_running_trials(study, log)
-    if not study.trials:
-        study.enqueue_trial(default_params(job.space, job.base), user_attrs={"default": True})
-        log("trial 0 is the model's default configuration")
     started_with = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
     job = replace(job, epochs_before=epochs_spent(study))
     budget = f" or until {job.epoch_budget} epochs are trained" if job.epoch_budget else ""
@@ -359,7 +517,7 @@ def launch(job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Stud
     job.runs_dir.mkdir(parents=True, exist_ok=True)
     shares = [s for s in split_trials(n_trials, workers) if s > 0]
     if len(shares) == 1:
-        run_worker(job, shares[0], started_with, n_trials, log)
+        run_worker(job, shares[0], log)
         return study
     gpus = torch.cuda.device_count() if job.base["device"] != "cpu" else 0
     context = multiprocessing.get_context("spawn")
@@ -369,7 +527,7 @@ def launch(job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Stud
         env_before = os.environ.get("CUDA_VISIBLE_DEVICES")
         if gpus > 1:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(i % gpus)  # round-robin, inherited by the child
-        process = context.Process(target=_worker_process, args=(worker, share, started_with, n_trials, i))
+        process = context.Process(target=_worker_process, args=(worker, share, i))
         process.start()
         processes.append(process)
         if gpus > 1:
@@ -410,14 +568,14 @@ def summarize(study: optuna.Study, url: str, out_dir: Path, log: Log, top: int =
     best = None
     if complete:
         b = complete[0]
-        best = {"miou": b.value, "params": b.params, "run": b.user_attrs.get("run"), "number": b.number}
+        best = {"miou": b.value, "params": trial_params(b), "run": b.user_attrs.get("run"), "number": b.number}
         write_json(out_dir / "best_params.json", best)
     save_study_plots(study, out_dir, log)
 
     log("")
     log(f"{'trial':>5} {'CV mIoU':>8}  {'run':<28} params")
     for t in complete[:top]:
-        params = ", ".join(f"{k}={short(v)}" for k, v in t.params.items())
+        params = ", ".join(f"{k}={short(v)}" for k, v in trial_params(t).items())
         log(f"{t.number:>5} {t.value:>8.4f}  {t.user_attrs.get('run', ''):<28} {params}")
     log(
         f"study {study.study_name}: {len(trials)} trials ({counts[TrialState.COMPLETE]} complete, "

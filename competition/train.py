@@ -38,10 +38,13 @@ from competition.losses import MixedLoss
 from competition.masks import MaskStore
 from competition.metric import MeanIoU, Scores
 from competition.optim import build_optimizer, build_scheduler
+from competition.owners import run_folder_lock
 from competition.probs import write_probs
 from competition.runs import fold_dir, update_run
 
 Log = Callable[[str], None]
+# A kept checkpoint that predicts less foreground than this share of the true foreground has not learned yet.
+BACKGROUND_ONLY = 0.05
 # on_epoch(fold, epoch, running CV mean) is called after every epoch; it may raise to stop (pruning).
 # The running CV mean averages the finished folds' scores and the current fold's best so far.
 EpochHook = Callable[[int, int, float], None]
@@ -85,9 +88,15 @@ def fold_indices(cfg: dict[str, Any], folds: Folds) -> list[int]:
 def train_run(
     cfg: dict[str, Any], run_dir: Path, log: Log = print, on_epoch: EpochHook | None = None
 ) -> dict[str, Any]:
-    """Train all (remaining) folds of a run; returns the results dictionary (also written to results.json)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Train all (remaining) folds of a run; returns the results dictionary (also written to results.json).
+
+    The run folder is locked meanwhile: a second process cannot train (resume) it while this one lives.
+    """
+    with run_folder_lock(run_dir):
+        return _train_locked(cfg, Path(run_dir), log, on_epoch)
+
+
+def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochHook | None) -> dict[str, Any]:
     save_config(cfg, run_dir / "config.json")
     setup = prepare(cfg, log)
     previous = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
@@ -362,6 +371,9 @@ def summarize(
     write_csv(per_class.T.reset_index(names="class"), run_dir / "per_class_iou.csv")
     history = pd.concat([pd.read_csv(fold_dir(run_dir, r["fold"]) / "metrics.csv") for r in results], ignore_index=True)
     write_csv(history, run_dir / "metrics.csv")
+    ratios = [r.get("foreground_ratio") for r in results]
+    ratios = [x for x in ratios if x is not None and not math.isnan(x)]
+    background_only = bool(ratios) and float(np.mean(ratios)) < BACKGROUND_ONLY
     summary = {
         "run": run_dir.name,
         "model": cfg["model"],
@@ -370,6 +382,7 @@ def summarize(
         "miou_std": float(np.std(scores)),
         "miou_image": float(np.mean([r["miou_image"] for r in results])),
         "miou_dataset": float(np.mean([r["miou_dataset"] for r in results])),
+        "background_only": background_only,
         "folds": results,
         "dir": str(run_dir),
     }
@@ -385,6 +398,12 @@ def summarize(
             f"{r['pixel_accuracy']:>9.4f}"
         )
     log(f"CV mIoU ({cfg['metric']}): {summary['miou']:.4f} ± {summary['miou_std']:.4f} over {len(results)} folds")
+    if background_only:
+        log(
+            f"warning: the kept checkpoints predict (almost) only background (foreground predicted on "
+            f"{np.mean(ratios):.1%} of the true foreground's area): not learned yet; try more epochs, another lr, "
+            "norm=batch (FCN) or pretrained weights"
+        )
     log(f"run folder: {run_dir}")
     return summary
 

@@ -27,6 +27,7 @@ class ModelSpec:
     defaults: dict  # model-specific config defaults, layered over the harness defaults
     search_space: dict  # default Optuna search space: config key -> {"type": float|int|categorical, ...}
     description: str
+    quick_space: dict  # the search space of the quick profile (embedded sample data, minutes on a CPU)
 
 
 # Search spaces for fine-tuning: one entry per harness config key.
@@ -52,13 +53,19 @@ SMP_SPACE: dict = COMMON_SPACE | {
 FCN_DEFAULTS: dict = {"dropout": 0.5, "lr": 1e-4}
 SMP_DEFAULTS: dict = {"encoder": "resnet34", "lr": 3e-4}
 
+# Quick profile (sample data, 2 CPU cores, a few minutes): the image size is fixed by the profile.
+FCN_QUICK_SPACE: dict = {k: v for k, v in FCN_SPACE.items() if k != "image_size"}
+SMP_QUICK_SPACE: dict = {k: v for k, v in SMP_SPACE.items() if k != "image_size"}
+
 
 def _fcn(stride: int, description: str) -> ModelSpec:
-    return ModelSpec(f"fcn{stride}s", "fcn", partial(build_fcn, stride=stride), FCN_DEFAULTS, FCN_SPACE, description)
+    build = partial(build_fcn, stride=stride)
+    return ModelSpec(f"fcn{stride}s", "fcn", build, FCN_DEFAULTS, FCN_SPACE, description, FCN_QUICK_SPACE)
 
 
 def _smp(arch: str, description: str) -> ModelSpec:
-    return ModelSpec(arch, "smp", partial(build_smp, arch=arch), SMP_DEFAULTS, SMP_SPACE, description)
+    build = partial(build_smp, arch=arch)
+    return ModelSpec(arch, "smp", build, SMP_DEFAULTS, SMP_SPACE, description, SMP_QUICK_SPACE)
 
 
 MODELS: dict[str, ModelSpec] = {

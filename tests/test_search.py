@@ -64,7 +64,8 @@ def test_space_files_and_defaults(tmp_path):
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
     params = search.suggest(study.ask(), space)
     assert 1e-4 <= params["lr"] <= 1e-2 and params["batch_size"] in (4, 8)
-    assert search.default_params(space, {"lr": 3e-4, "batch_size": 16}) == {"lr": 3e-4}  # 16: not a choice
+    # trial 0 runs the default configuration exactly, even where it lies outside the space (16: not a choice)
+    assert search.default_params(space, {"lr": 3e-4, "batch_size": 16}) == {"lr": 3e-4, "batch_size": 16}
     path.write_text("lr: {type: float, low: 1, high: 0}\n")
     with pytest.raises(UserError, match="space.yaml: lr"):
         search.load_space(path)
@@ -156,7 +157,7 @@ def test_search_keeps_oof_probabilities_of_the_best_trials_only(tmp_path, monkey
     from competition.ensemble import Member, read_oof
 
     values = {1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1}
-    job, _, study_now = fake_search(tmp_path, monkeypatch, values, epochs=1, folds=1, keep_oof=2)
+    job, _, study_now = fake_search(tmp_path, monkeypatch, values, epochs=1, folds=2, keep_oof=2)
     for t in study_now().trials:
         run = tmp_path / "runs" / t.user_attrs["run"]
         kept = t.params["lr"] in (1e-3, 2e-3)  # the two best values, 0.5 and 0.6
@@ -172,7 +173,7 @@ def test_oom_and_nan_end_only_that_trial(tmp_path, monkeypatch):
 
     errors = {2e-3: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
               3e-4: NonFiniteLoss("fold 0 epoch 1: loss is nan")}  # fmt: skip
-    _, _, study_now = fake_search(tmp_path, monkeypatch, {1e-3: 0.5, 1e-4: 0.3}, epochs=1, folds=1, raise_for=errors)
+    _, _, study_now = fake_search(tmp_path, monkeypatch, {1e-3: 0.5, 1e-4: 0.3}, epochs=1, folds=2, raise_for=errors)
     trials = study_now().trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
     assert "out of memory" in trials[1].user_attrs["prune_reason"]
@@ -193,7 +194,8 @@ def test_search_end_to_end_and_resume(sample_root, space_file, tmp_path, capsys)
     assert set(out["best"]) >= {"miou", "params", "run"}
     study = study_of(out["storage"], "unet")
     default = resolve(models.get_spec("unet").defaults)
-    assert study.trials[0].params == {"lr": default["lr"], "loss": default["loss"]}  # the default goes first
+    first = study.trials[0]  # the default goes first, not sampled
+    assert first.user_attrs["default"] and search.trial_params(first) == {"lr": default["lr"], "loss": default["loss"]}
     folder = runs / "studies" / "unet"
     assert json.loads((folder / "best_params.json").read_text())["miou"] == out["best"]["miou"]
     assert (folder / "optimization_history.png").read_bytes()[:4] == b"\x89PNG"
