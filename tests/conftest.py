@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +108,22 @@ def real_root() -> Path:
     if not (REAL_DATA / "train_all.json").exists():
         pytest.skip(f"real data not present at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL URL: CI's server, else one started locally for the session (skipped when impossible)."""
+    url = os.environ.get("COMPETITION_TEST_POSTGRES")
+    if url:  # CI's server (.ci/run)
+        yield url
+        return
+    if os.environ.get("COMPETITION_REQUIRE_POSTGRES"):
+        pytest.fail("COMPETITION_REQUIRE_POSTGRES is set but COMPETITION_TEST_POSTGRES is not")
+    script = Path(__file__).resolve().parents[1] / ".ci" / "postgres.sh"
+    data = Path(f"/tmp/competition-test-pg-{os.getpid()}")
+    started = subprocess.run([str(script), "start", str(data)], capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.skip(f"no PostgreSQL server could be started locally: {started.stderr.strip()[:200]}")
+    yield started.stdout.strip()
+    subprocess.run([str(script), "stop", str(data)], capture_output=True)
+    subprocess.run(["rm", "-rf", str(data)])

@@ -233,24 +233,6 @@ def test_two_workers_on_a_journal_file(sample_root, space_file, tmp_path):
     check_workers_result(url, "unet", runs, 4, proc)
 
 
-@pytest.fixture
-def postgres_url():
-    url = os.environ.get("COMPETITION_TEST_POSTGRES")
-    if url:  # CI's server (.ci/run)
-        yield url
-        return
-    if os.environ.get("COMPETITION_REQUIRE_POSTGRES"):
-        pytest.fail("COMPETITION_REQUIRE_POSTGRES is set but COMPETITION_TEST_POSTGRES is not")
-    script = Path(__file__).resolve().parents[1] / ".ci" / "postgres.sh"
-    data = Path(f"/tmp/competition-test-pg-{os.getpid()}")
-    started = subprocess.run([str(script), "start", str(data)], capture_output=True, text=True)
-    if started.returncode != 0:
-        pytest.skip(f"no PostgreSQL server could be started locally: {started.stderr.strip()[:200]}")
-    yield started.stdout.strip()
-    subprocess.run([str(script), "stop", str(data)], capture_output=True)
-    subprocess.run(["rm", "-rf", str(data)])
-
-
 def test_two_workers_on_postgresql(sample_root, space_file, tmp_path, postgres_url):
     runs = tmp_path / "runs"
     name = f"pg-{os.getpid()}-{time.time_ns()}"
