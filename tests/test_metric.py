@@ -149,9 +149,24 @@ def test_scores_to_dict():
     empty = MeanIoU(3).compute()
     assert math.isnan(empty.miou_image) and empty.n_images == 0
     d = empty.to_dict()
-    assert set(d) == {"miou_image", "miou_dataset", "per_class", "pixel_accuracy", "n_images"}
-    assert d["miou_image"] is None and d["per_class"] == [None, None, None]
+    assert set(d) == {"miou_image", "miou_dataset", "per_class", "pixel_accuracy", "n_images", "foreground_ratio"}
+    assert d["miou_image"] is None and d["per_class"] == [None, None, None] and d["foreground_ratio"] is None
     json.dumps(d, allow_nan=False)
+
+
+def test_foreground_ratio_counts_predicted_over_true_foreground():
+    """Predicted non-background pixels over true non-background pixels, ignored pixels left out."""
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 255]])
+    everything_background = torch.zeros_like(target)
+    metric = MeanIoU(3)
+    metric.update(everything_background[None], target[None])
+    assert metric.compute().foreground_ratio == 0.0
+    pred = torch.tensor([[1, 0, 0, 1], [2, 0, 0, 2]])  # 4 foreground predictions on scored pixels
+    metric = MeanIoU(3)
+    metric.update(pred[None], target[None])
+    true_fg = int(((target != 0) & (target != 255)).sum())
+    pred_fg = int(((pred != 0) & (target != 255)).sum())
+    assert metric.compute().foreground_ratio == pytest.approx(pred_fg / true_fg) == pytest.approx(3 / 5)
 
 
 # --- agreement with torchmetrics --------------------------------------------------------------------------

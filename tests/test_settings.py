@@ -187,8 +187,8 @@ def test_resume_refuses_settings_that_change_results(sample_root, tmp_path, caps
                            "--set", "lr=0.01")  # fmt: skip
     assert code == 2 and "epochs (1 -> 3)" in err and "lr (0.0003 -> 0.01)" in err
     assert (runs / run / "results.json").read_text() == before
-    code, _, err = run_cli(capsys, "train", "unet", "--resume", run, "--runs-dir", str(runs), "--epochs", "1",
-                           "--set", "num_workers=0", "--device", "cpu")  # same value and machinery: accepted
+    same = ["--epochs", "1", "--set", "num_workers=0", "--device", "cpu"]  # same value, and machinery: accepted
+    code, _, err = run_cli(capsys, "train", "unet", "--resume", run, "--runs-dir", str(runs), *same)
     assert code == 0, err
     config = json.loads((runs / run / "config.json").read_text())
     assert config["epochs"] == 1 and config["device"] == "cpu"

@@ -198,3 +198,36 @@ def test_leaderboard_ranks_runs(tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.index("0.6000 ± 0.0100") < table.index("0.4500")
     assert not math.isnan(rows[0]["miou"])
+
+
+def test_background_only_runs_are_flagged(tmp_path, capsys):
+    """A run whose kept checkpoints predict (almost) no foreground says so: a warning line, results.json and
+    the leaderboard; a run that predicts foreground does not."""
+    from competition.classes import build_class_table
+    from competition.train import summarize
+
+    classes = build_class_table([{"id": 0, "name": "a"}, {"id": 1, "name": "b"}])
+    runs = tmp_path / "runs"
+    for name, ratios in (("flat", (0.0, 0.03)), ("learned", (0.0, 0.9))):
+        run = runs / name
+        results = []
+        for fold, ratio in enumerate(ratios):
+            (run / f"fold_{fold}").mkdir(parents=True)
+            pd.DataFrame([{"fold": fold, "epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "miou_image": 0.3,
+                           "miou_dataset": 0.3}]).to_csv(run / f"fold_{fold}" / "metrics.csv", index=False)  # fmt: skip
+            results.append({"fold": fold, "miou": 0.3, "miou_image": 0.3, "miou_dataset": 0.3, "pixel_accuracy": 0.9,
+                            "per_class": [0.9, 0.0, None], "best_epoch": 1, "foreground_ratio": ratio})  # fmt: skip
+        lines: list[str] = []
+        summary = summarize(run, {"model": "unet", "metric": "image"}, classes, results, lines.append)
+        (run / "run.json").write_text(json.dumps({"id": name, "model": "unet", "status": "complete"}))
+        flagged = name == "flat"
+        assert summary["background_only"] is flagged
+        assert json.loads((run / "results.json").read_text())["background_only"] is flagged
+        assert sum("predict (almost) only background" in line for line in lines) == int(flagged)
+    assert main(["leaderboard", "--runs-dir", str(runs), "--json"]) == 0
+    rows = {r["run"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])}
+    assert rows["flat"]["background_only"] and not rows["learned"]["background_only"]
+    assert main(["leaderboard", "--runs-dir", str(runs)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    marked = [line.split()[0] for line in table[1:] if "[predicts background only]" in line]
+    assert len(table) == 3 and len(marked) == 1 and "flat" in table[int(marked[0])]
