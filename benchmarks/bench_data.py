@@ -29,12 +29,10 @@ import pandas as pd
 import torch
 from pycocotools.coco import COCO
 
-from competition.classes import ClassTable
-from competition.coco import read_image
-from competition.config import resolve
-from competition.data import DataRoot
-from competition.dataset import SegmentationDataset, train_transform
-from competition.submission import HEADER, SUBMISSION_SIZE, write_submission
+from competition.core.config import resolve
+from competition.core.geometry import SUBMISSION_SIZE
+from competition.data import ClassTable, DataRoot, SegmentationDataset, read_image, train_transform
+from competition.submit import HEADER, write_submission
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trashcan-mini"
 CSV_ROWS, CSV_CLASSES = 837, 12
@@ -171,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if root is None and (REAL_DATA / "train_all.json").exists():
             root = REAL_DATA
         if root is None:
-            from competition.sample_data import write_sample_dataset
+            from competition.data import write_sample_dataset
 
             root = write_sample_dataset(Path(tmp) / "sample-data")
         print("\n".join(machine_info()), flush=True)

@@ -16,7 +16,7 @@ import time
 import torch
 
 import models
-from competition.inference import parse_tta, pick_device, predict_probs
+from competition.predict import parse_tta, pick_device, predict_probs
 
 
 def throughput(model: torch.nn.Module, images: torch.Tensor, tta: str, steps: int, amp: bool) -> float:

@@ -3,7 +3,7 @@
 
 Real training steps on random batches (12 classes): model.train(), MixedLoss("ce"), AdamW, backward, step.
 Each (model, mode) runs in a fresh process, so peak memory is its own: torch.cuda.max_memory_allocated on
-CUDA, peak RSS (ru_maxrss) on CPU. The harness autocasts only on CUDA (competition.inference.autocast), so
+CUDA, peak RSS (ru_maxrss) on CPU. The harness autocasts only on CUDA (competition.predict.autocast), so
 on CPU mode A is channels_last alone.
 
     .venv/bin/python benchmarks/bench_train.py [--device auto|cpu|cuda] [--size S] [--batch-size B] [--steps N]
@@ -41,8 +41,8 @@ def measure(
 ) -> dict[str, Any]:
     """Images/s of the median of `steps` timed training steps after `warmup` steps, and peak memory in MiB."""
     import models
-    from competition.inference import autocast
-    from competition.losses import MixedLoss
+    from competition.predict import autocast
+    from competition.train import MixedLoss
 
     dev = torch.device(device)
     rss_start = peak_rss_mib()

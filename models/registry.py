@@ -10,7 +10,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from competition.errors import UserError
+from competition.core.errors import UserError
 from models.fcn import build_fcn
 from models.smp_zoo import build_smp
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from competition.errors import UserError
+from competition.core.errors import UserError
 from models.fcn import read_state_dict
 
 MIN_SIZE = {"pan": 128}  # PAN's feature pyramid attention pools its stride-16 map three times

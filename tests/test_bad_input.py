@@ -91,9 +91,8 @@ def test_corrupt_image(tmp_path, capsys):
 
 
 def test_truncated_image_fails_clearly_when_decoded(tmp_path):
-    from competition.coco import read_image
-    from competition.data import DataRoot
-    from competition.errors import UserError
+    from competition.core.errors import UserError
+    from competition.data import DataRoot, read_image
 
     root = build_root(tmp_path / "data")
     path = root / "batch_01_vt" / "a.jpg"

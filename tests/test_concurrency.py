@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from competition import search
-from competition.sample_data import write_sample_dataset
+from competition.data import write_sample_dataset
 
 TINY = ["--folds", "2", "--image-size", "32", "--batch-size", "4", "--pruner", "none", "--no-predict",
         "--set", "encoder=resnet18", "--set", "num_workers=0", "--set", "overlays=0"]  # fmt: skip
@@ -127,11 +127,11 @@ def test_killed_process_trial_is_retried_once_by_a_survivor(setup, tmp_path):
 
 
 def test_a_run_folder_in_use_is_never_trained_twice(tmp_path):
-    from competition.errors import UserError
-    from competition.owners import run_folder_lock
+    from competition.core.errors import UserError
+    from competition.core.locks import run_folder_lock
 
     with run_folder_lock(tmp_path / "run"):
-        code = "from competition.owners import run_folder_lock\nwith run_folder_lock('run'): pass"
+        code = "from competition.core.locks import run_folder_lock\nwith run_folder_lock('run'): pass"
         other = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
         assert other.returncode != 0 and "another process is training this run now" in other.stderr
         with pytest.raises(UserError, match="another process"):  # nor by a second lock in this process

@@ -9,13 +9,19 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from competition import masks as masks_module
-from competition.classes import build_class_table
-from competition.config import resolve
-from competition.data import DataRoot
-from competition.dataset import SegmentationDataset, eval_transform, train_transform
-from competition.errors import UserError
-from competition.folds import Folds, iterative_stratification, kfold, make_folds, presence_matrix
+from competition.core.config import resolve
+from competition.core.errors import UserError
+from competition.data import (
+    DataRoot,
+    Folds,
+    SegmentationDataset,
+    build_class_table,
+    eval_transform,
+    make_folds,
+    train_transform,
+)
+from competition.data import masks as masks_module
+from competition.data.folds import iterative_stratification, kfold, presence_matrix
 
 
 def reference_masks(path, values_by_rank=True):
@@ -163,7 +169,7 @@ def test_folds_are_reproducible_and_written_once(tiny_root, real_root, monkeypat
     assert every == sorted(coco.image_ids)
     sizes = np.array([len(f) for f in folds.val_ids])
     assert (abs(sizes - len(coco.images) / 5) <= 0.05 * len(coco.images) / 5).all(), sizes
-    import competition.folds as folds_module
+    import competition.data.folds as folds_module
 
     monkeypatch.setattr(folds_module, "iterative_stratification", lambda *a: pytest.fail("recomputed"))
     assert kfold(coco, 5, seed=3) == folds

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_jaccard_index
 
-from competition.metric import MeanIoU, Scores, confusion_matrix, iou_from_confusion, per_image_confusion
+from competition.submit import MeanIoU, Scores, confusion_matrix, iou_from_confusion, per_image_confusion
 from tests.conftest import REAL_GT
 
 IGNORE = 255

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torchvision.models import vgg16, vgg16_bn
 
-from competition.config import DEFAULTS
-from competition.errors import UserError
+from competition.core.config import DEFAULTS
+from competition.core.errors import UserError
 from models import MODELS, count_parameters, create_model, get_spec, list_models
 from models.fcn import bilinear_kernel
 

@@ -18,19 +18,17 @@ import torch
 
 import models
 from competition.cli import main
-from competition.config import resolve
-from competition.data import DataRoot
-from competition.ensemble import candidate_weights, ensemble_runs, majority, parse_weights
-from competition.errors import UserError
-from competition.fileio import read_json, write_json
-from competition.inference import parse_tta, predict_probs
-from competition.leaderboard import format_table, leaderboard_rows
-from competition.predict import predict_run
-from competition.probs import read_probs
-from competition.runs import update_run
-from competition.sample_data import write_sample_dataset
-from competition.submission import check_submission, read_submission, write_submission
-from competition.train import train_run
+from competition.core.config import resolve
+from competition.core.errors import UserError
+from competition.core.fileio import read_json, write_json
+from competition.core.runs import update_run
+from competition.data import DataRoot, write_sample_dataset
+from competition.ensemble import ensemble_runs
+from competition.ensemble.vote import majority
+from competition.ensemble.weights import candidate_weights, parse_weights
+from competition.predict import parse_tta, predict_probs, predict_run, read_probs
+from competition.submit import check_submission, read_submission, write_submission
+from competition.train import format_table, leaderboard_rows, train_run
 from tests.conftest import build_root
 
 NUM_CLASSES = 12  # the sample dataset: background + 11 categories
@@ -197,7 +195,7 @@ def test_missing_out_of_fold_probabilities_name_the_run(trained):
 
 
 def test_probabilities_refuse_a_disk_without_room(tmp_path, monkeypatch):
-    from competition.probs import write_probs
+    from competition.predict import write_probs
 
     usage = shutil.disk_usage(tmp_path)
     needed = 3 * 12 * 256 * 256 * 2  # float16

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from competition.coco import check_image_files, load_coco
-from competition.errors import UserError
-from competition.sample_data import APPEARANCE, write_sample_dataset
+from competition.core.errors import UserError
+from competition.data import load_coco, write_sample_dataset
+from competition.data.coco import check_image_files
+from competition.data.sample import APPEARANCE
 
 RUN_A = [
     "UNKNOWN",

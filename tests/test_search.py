@@ -19,10 +19,10 @@ from optuna.trial import TrialState
 import models
 from competition import search
 from competition.cli import main
-from competition.config import resolve
-from competition.errors import UserError
-from competition.sample_data import write_sample_dataset
-from competition.study_refs import resolve_trial_ref
+from competition.core.config import resolve
+from competition.core.errors import UserError
+from competition.core.runs import resolve_trial_ref
+from competition.data import write_sample_dataset
 
 TINY_ARGS = ["--epochs", "2", "--folds", "2", "--image-size", "32", "--batch-size", "4",
              "--set", "encoder=resnet18", "--set", "num_workers=0", "--set", "overlays=0"]  # fmt: skip

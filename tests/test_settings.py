@@ -14,9 +14,9 @@ import pytest
 
 from competition import search
 from competition.cli import main
-from competition.config import DEFAULTS, check_setting, resolve
-from competition.errors import UsageError
-from competition.sample_data import write_sample_dataset
+from competition.core.config import DEFAULTS, check_setting, resolve
+from competition.core.errors import UsageError
+from competition.data import write_sample_dataset
 
 TINY = ["--folds", "2", "--epochs", "1", "--image-size", "32", "--batch-size", "4",
         "--set", "encoder=resnet18", "--set", "num_workers=0", "--set", "overlays=0"]  # fmt: skip
@@ -210,5 +210,5 @@ def test_json_stdout_holds_only_the_json_from_every_process(sample_root, tmp_pat
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, proc.stdout[:2000]
     result = json.loads(lines[0])
-    assert result["complete"] == 2 and result["submission"].endswith("unet-best.csv")
+    assert result["complete"] == 2 and result["submission"].endswith("unet-best.csv"), proc.stderr[-4000:]
     assert "[w0]" in proc.stderr and "[w1]" in proc.stderr and "ready to upload" in proc.stderr

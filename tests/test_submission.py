@@ -10,18 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from competition.errors import UserError
-from competition.submission import (
-    MAX_PROBLEMS,
-    SUBMISSION_SIZE,
-    check_submission,
-    encode_mask,
-    nearest_indices,
-    parse_prediction,
-    read_submission,
-    resize_nearest,
-    write_submission,
-)
+from competition.core.errors import UserError
+from competition.core.geometry import SUBMISSION_SIZE, nearest_indices, resize_nearest
+from competition.submit import check_submission, encode_mask, parse_prediction, read_submission, write_submission
+from competition.submit.check import MAX_PROBLEMS
 
 NUM_CLASSES = 12
 IDS = [f"batch_01_vt/{i:04d}.jpg" for i in range(4)]

@@ -12,16 +12,14 @@ import torch
 
 import models
 from competition.cli import main
-from competition.config import DEFAULTS, resolve
-from competition.data import DataRoot
-from competition.errors import UserError
-from competition.losses import MixedLoss, parse_loss
-from competition.metric import MeanIoU
-from competition.optim import lr_factor
-from competition.probs import read_probs
-from competition.sample_data import write_sample_dataset
-from competition.submission import resize_nearest
-from competition.train import train_run
+from competition.core.config import DEFAULTS, parse_loss, resolve
+from competition.core.errors import UserError
+from competition.core.geometry import resize_nearest
+from competition.data import DataRoot, write_sample_dataset
+from competition.predict import read_probs
+from competition.submit import MeanIoU
+from competition.train import MixedLoss, train_run
+from competition.train.optim import lr_factor
 
 TINY = {"image_size": 32, "epochs": 2, "folds": 2, "batch_size": 4, "num_workers": 0, "encoder": "resnet18"}
 
@@ -86,7 +84,7 @@ def test_one_batch_overfit(sample_root):
     store = data.masks("train_all", classes)
     coco = data.coco("train_all")
     images = [im for im in coco.images if im.height == im.width][:4]
-    from competition.dataset import SegmentationDataset, eval_transform
+    from competition.data import SegmentationDataset, eval_transform
 
     cfg = resolve(flags={"image_size": 32})
     ds = SegmentationDataset(sample_root, coco.path, images, store, eval_transform(cfg), "eval")
@@ -203,8 +201,8 @@ def test_leaderboard_ranks_runs(tmp_path, capsys):
 def test_background_only_runs_are_flagged(tmp_path, capsys):
     """A run whose kept checkpoints predict (almost) no foreground says so: a warning line, results.json and
     the leaderboard; a run that predicts foreground does not."""
-    from competition.classes import build_class_table
-    from competition.train import summarize
+    from competition.data import build_class_table
+    from competition.train.summary import summarize_run
 
     classes = build_class_table([{"id": 0, "name": "a"}, {"id": 1, "name": "b"}])
     runs = tmp_path / "runs"
@@ -218,7 +216,7 @@ def test_background_only_runs_are_flagged(tmp_path, capsys):
             results.append({"fold": fold, "miou": 0.3, "miou_image": 0.3, "miou_dataset": 0.3, "pixel_accuracy": 0.9,
                             "per_class": [0.9, 0.0, None], "best_epoch": 1, "foreground_ratio": ratio})  # fmt: skip
         lines: list[str] = []
-        summary = summarize(run, {"model": "unet", "metric": "image"}, classes, results, lines.append)
+        summary = summarize_run(run, {"model": "unet", "metric": "image"}, classes, results, lines.append)
         (run / "run.json").write_text(json.dumps({"id": name, "model": "unet", "status": "complete"}))
         flagged = name == "flat"
         assert summary["background_only"] is flagged

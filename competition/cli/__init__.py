@@ -1,0 +1,34 @@
+"""`./run.sh COMMAND ...`: parse the command line (cli.parser) and dispatch to one handler (cli.commands).
+
+Exit codes: 0 success; 1 a user error (one line naming the file and the record); 2 usage error; 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from competition.cli.output import json_stdout
+from competition.cli.parser import build_parser
+from competition.core.errors import UserError
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        with json_stdout() if getattr(args, "json", False) else contextlib.nullcontext():
+            from competition.cli import commands  # after parsing: `--help` and usage errors stay instant
+
+            return getattr(commands, args.handler)(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished work is saved; re-run the same command to resume", file=sys.stderr)
+        return 130

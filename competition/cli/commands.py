@@ -1,0 +1,175 @@
+"""One function per command: turn the parsed arguments into plain values, call one library function, print.
+
+Exit codes: 0 success; 1 a user error (one line naming the file and the record); 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import models
+from competition.cli.output import emit_json, logger
+from competition.core.config import PREDICTION_KEYS, resolve, user_settings
+from competition.core.errors import UsageError
+from competition.core.runs import find_run, new_run_id
+from competition.data import DataRoot, describe_dataset, resolve_data_root, write_sample_dataset
+from competition.ensemble import ensemble_runs, vote_csvs
+from competition.predict import predict_run
+from competition.search import SearchRequest, run_search
+from competition.submit import check_submission, score_submission
+from competition.train import (
+    format_table,
+    leaderboard_rows,
+    new_run_settings,
+    resume_settings,
+    train_run,
+    write_leaderboard_csv,
+)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    n = DataRoot(Path(args.data), check_images=False).classes().num_classes if args.data else 12
+    rows = [
+        {"name": s.name, "family": s.family, "params": models.count_parameters(s.name, n), "description": s.description}
+        for s in models.list_models()
+    ]
+    if args.json:
+        emit_json(rows)
+        return 0
+    print(f"{'name':<14} {'family':<6} {'params':>12}  ({n} classes)")
+    for r in rows:
+        print(f"{r['name']:<14} {r['family']:<6} {r['params']:>12,}  {r['description']}")
+    return 0
+
+
+def training_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What the user gave to train or search (--config < --set < flags), checked."""
+    flags = {
+        "folds": args.folds,
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "device": args.device,
+        "fold": getattr(args, "fold", None),
+    }
+    return user_settings(args.config, args.set, flags)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    log = logger(args)
+    given = training_settings(args)
+    runs_dir = Path(args.runs_dir)
+    if args.resume:
+        run_dir = find_run(runs_dir, args.resume)
+        cfg = resume_settings(run_dir, args.model, args.data, given, args.force, log)
+    else:
+        cfg = new_run_settings(args.model, args.data, given, log)
+        run_dir = runs_dir / new_run_id(cfg["model"])
+    log(
+        f"run {run_dir.name}: {cfg['model']}, {cfg['folds'] if cfg['split'] == 'kfold' else 1} folds, "
+        f"{cfg['epochs']} epochs, image size {cfg['image_size']}, batch {cfg['batch_size']}"
+    )
+    results = train_run(cfg, run_dir, log)
+    if args.json:
+        keys = ("run", "model", "folds", "miou", "miou_std", "dir", "metric", "background_only")
+        emit_json({k: results[k] for k in keys})
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    request = SearchRequest(
+        args.model, args.data, training_settings(args), Path(args.runs_dir), args.trials, args.space,
+        args.storage, args.study, args.pruner, args.seed, args.timeout, args.epoch_budget, args.keep_oof,
+        args.workers, args.force, not args.no_predict,
+    )  # fmt: skip
+    result = run_search(request, logger(args))
+    if args.json:
+        emit_json(result)
+    return 0
+
+
+def prediction_settings(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The run settings predict and ensemble may override (--set and the --batch-size/--device flags)."""
+    flags = {"batch_size": args.batch_size, "device": args.device}
+    return user_settings(sets=args.set, flags=flags, allowed=PREDICTION_KEYS, command=command)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    settings = prediction_settings(args, "predict")
+    run_dir = find_run(Path(args.runs_dir), args.run)
+    result = predict_run(run_dir, args.data, args.tta, args.name, settings, log=logger(args))
+    if args.json:
+        emit_json(result)
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    log = logger(args)
+    settings = prediction_settings(args, "ensemble")
+    if args.from_csv:
+        if args.runs:
+            raise UsageError(f"ensemble --from-csv votes CSV files; drop the RUN arguments {' '.join(args.runs)}")
+        result = vote_csvs([Path(p) for p in args.from_csv], args.data, args.name, log=log)
+    else:
+        runs_dir = Path(args.runs_dir)
+        result = ensemble_runs(args.runs, runs_dir, args.name, args.weights, args.data, args.tta, settings, log=log)
+    if args.json:
+        emit_json(result)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    rows = leaderboard_rows(Path(args.runs_dir))
+    if args.csv:
+        write_leaderboard_csv(rows, Path(args.csv))
+        print(f"leaderboard written to {args.csv}", file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        emit_json(rows)
+    elif not args.csv:
+        print(format_table(rows))
+    return 0
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    root = write_sample_dataset(Path(args.dir), seed=args.seed)
+    print(f"sample dataset written to {root}")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    log = logger(args)
+    cfg = resolve(config_file=args.config, sets=args.set, flags={"folds": args.folds, "seed": args.seed})
+    describe_dataset(DataRoot(resolve_data_root(args.data, log)), cfg, log)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    log = logger(args)
+    data = DataRoot(resolve_data_root(args.data, log=lambda m: print(m, file=sys.stderr)), check_images=False)
+    test = data.coco("test")
+    problems = check_submission(Path(args.csv), [im.file_name for im in test.images], data.classes().num_classes)
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1
+    log(f"{args.csv}: valid ({len(test.images)} rows, {data.classes().num_classes} classes)")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    log = logger(args)
+    cfg = resolve(sets=args.set, flags={"overlap": args.overlap})
+    scores, classes = score_submission(Path(args.csv), Path(args.gt), args.data, cfg, log)
+    if args.json:
+        emit_json(scores.to_dict())
+        return 0
+    log(f"per-image mIoU (run A leaderboard): {scores.miou_image:.4f}")
+    log(f"dataset mIoU:                       {scores.miou_dataset:.4f}")
+    log(f"pixel accuracy:                     {scores.pixel_accuracy:.4f}")
+    for name, iou in zip(classes.names, scores.per_class, strict=True):
+        log(f"  {name:<24} {'  n/a' if iou is None else f'{iou:.4f}'}")
+    return 0

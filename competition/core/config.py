@@ -1,0 +1,346 @@
+"""Run settings: harness defaults < model defaults < config file < --set KEY=VALUE < flags.
+
+The resolved dictionary is saved as `config.json` in every run folder, so a run can be reproduced from it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from competition.core.errors import UsageError, UserError
+from competition.core.fileio import write_json
+
+DEFAULTS: dict[str, Any] = {
+    # data
+    "data": None,  # dataset root; resolved by competition.data_root.resolve_data_root
+    "overlap": "max",  # max (run A) | small-on-top (run B)
+    "classes": {},  # category name or id -> keep | ignore | merge:<name or id>
+    "ignore_index": 255,
+    # folds
+    "split": "kfold",  # kfold (multi-label stratified) | official (train.json / val.json)
+    "folds": 5,
+    "fold": None,  # train only this fold index
+    "seed": 42,
+    # model (model-specific keys: encoder, encoder_weights for smp; weights, dropout, norm for fcn)
+    "model": None,
+    "encoder": "resnet34",
+    "encoder_weights": None,
+    "weights": None,
+    "dropout": 0.5,
+    "norm": "none",  # fcn backbone: none (VGG16, the seed's) | batch (VGG16-BN, trains from random init)
+    # optimisation
+    "epochs": 30,
+    "image_size": 256,
+    "batch_size": 8,
+    "optimizer": "adamw",  # adam | adamw | sgd
+    "lr": 1e-4,
+    "weight_decay": 1e-4,
+    "momentum": 0.9,
+    "scheduler": "cosine",  # cosine (with warmup) | poly | none
+    "warmup_epochs": 1,
+    "loss": "ce",  # ce | dice | focal | lovasz, or a weighted mix such as "0.7*ce+0.3*dice"
+    "class_weights": None,  # None | "auto" (inverse sqrt of pixel frequency) | list of floats
+    "grad_clip": 0.0,  # max gradient norm; 0 = off
+    "early_stop": 0,  # patience in epochs; 0 = off
+    "metric": "image",  # ranking metric: image (per-image mIoU, run A leaderboard) | dataset
+    # augmentation
+    "aug_hflip": 0.5,
+    "aug_vflip": 0.0,
+    "aug_scale_min": 0.75,
+    "aug_scale_max": 1.25,
+    "aug_color": 0.2,
+    # machinery
+    "device": "auto",  # auto | cpu | cuda
+    "amp": True,  # bf16 autocast on CUDA
+    "channels_last": True,
+    "num_workers": 2,
+    "save_oof": True,
+    "overlays": 4,  # prediction overlay PNGs per fold
+}
+
+# Used instead of the defaults on the embedded sample dataset, so the main job takes minutes on 2 CPU cores.
+QUICK_PROFILE: dict[str, Any] = {"folds": 2, "epochs": 6, "image_size": 64, "batch_size": 4, "num_workers": 0}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "overlap": ("max", "small-on-top"),
+    "split": ("kfold", "official"),
+    "optimizer": ("adam", "adamw", "sgd"),
+    "scheduler": ("cosine", "poly", "none"),
+    "metric": ("image", "dataset"),
+    "norm": ("none", "batch"),
+    "device": ("auto", "cpu", "cuda"),
+}
+# Type and range of every other setting: (kind, low, high); None = unbounded. Kinds: int, float, bool, text,
+# optional-text (None allowed), and the special ones checked below (classes, loss, class_weights, fold).
+RULES: dict[str, tuple[str, float | None, float | None]] = {
+    "data": ("optional-text", None, None),
+    "ignore_index": ("int", 0, 255),
+    "folds": ("int", 2, 1000),
+    "seed": ("int", 0, 2**32 - 1),
+    "model": ("optional-text", None, None),
+    "encoder": ("text", None, None),
+    "encoder_weights": ("optional-text", None, None),
+    "weights": ("optional-text", None, None),
+    "dropout": ("float", 0.0, 0.99),
+    "epochs": ("int", 1, 100_000),
+    "image_size": ("int", 8, 8192),
+    "batch_size": ("int", 1, 100_000),
+    "lr": ("float", 1e-12, 10.0),
+    "weight_decay": ("float", 0.0, 1.0),
+    "momentum": ("float", 0.0, 0.999),
+    "warmup_epochs": ("float", 0.0, 100_000),
+    "grad_clip": ("float", 0.0, None),
+    "early_stop": ("int", 0, 100_000),
+    "aug_hflip": ("float", 0.0, 1.0),
+    "aug_vflip": ("float", 0.0, 1.0),
+    "aug_scale_min": ("float", 0.05, 20.0),
+    "aug_scale_max": ("float", 0.05, 20.0),
+    "aug_color": ("float", 0.0, 1.0),
+    "amp": ("bool", None, None),
+    "channels_last": ("bool", None, None),
+    "num_workers": ("int", 0, 256),
+    "save_oof": ("bool", None, None),
+    "overlays": ("int", 0, 10_000),
+}
+SPECIAL = ("classes", "loss", "class_weights", "fold")
+# Settings that change how fast a run goes, not what it learns: never "fixed", free to change on resume.
+MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof"})
+# Settings `predict` and `ensemble` take with --set (the rest is the run's own).
+PREDICTION_KEYS = ("batch_size", "device", "num_workers", "amp", "channels_last")
+
+
+def parse_value(text: str) -> Any:
+    """A --set value as YAML would read it: numbers, booleans, null, lists; anything else stays a string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Settings from a YAML or JSON file (a mapping of keys to values)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML/JSON: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config file must be a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def check_key(key: str, source: str) -> None:
+    """Unknown settings are usage errors (a typo must not silently do nothing); the closest key is named."""
+    if key not in DEFAULTS:
+        close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"{source}: unknown setting {key!r}{hint}")
+
+
+def check_setting(key: str, value: Any, source: str = "setting") -> Any:
+    """`value` checked against the type and range of setting `key`, and normalised (e.g. "1e-3" -> 0.001).
+
+    Raises UsageError naming the source, the key, the value and what is allowed.
+    """
+    check_key(key, source)
+
+    def bad(allowed: str) -> UsageError:
+        return UsageError(f"{source}: {key}={value!r}: expected {allowed}")
+
+    if key in CHOICES:
+        if value not in CHOICES[key]:
+            raise bad(f"one of {', '.join(CHOICES[key])}")
+        return value
+    if key in SPECIAL:
+        return _check_special(key, value, bad)
+    kind, low, high = RULES[key]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind in ("text", "optional-text"):
+        if value is None and kind == "optional-text":
+            return None
+        if not isinstance(value, str) or not value:
+            raise bad("a name or path" + (" (or null)" if kind == "optional-text" else ""))
+        return value
+    number = _number(value, integer=kind == "int")
+    span = f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
+    if number is None or not math.isfinite(number):
+        raise bad(f"{'an integer' if kind == 'int' else 'a number'} in {span}")
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise bad(f"{'an integer' if kind == 'int' else 'a number'} in {span}")
+    return number
+
+
+def _number(value: Any, integer: bool) -> int | float | None:
+    """An int (integer=True) or float from a number or numeric string; None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value) if not integer else int(value)
+        except ValueError:
+            return None
+    if isinstance(value, float) and integer:
+        return int(value) if value.is_integer() else None
+    if isinstance(value, (int, float)):
+        return int(value) if integer else float(value)
+    return None
+
+
+def _check_special(key: str, value: Any, bad: Any) -> Any:
+    if key == "fold":
+        if value is None:
+            return None
+        number = _number(value, integer=True)
+        if number is None or number < 0:
+            raise bad("a fold index >= 0 (or null for every fold)")
+        return number
+    if key == "classes":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise bad("a mapping of category -> keep | ignore | merge:<category>")
+        for policy in value.values():
+            if policy not in ("keep", "ignore") and not policy.startswith("merge:"):
+                raise bad("policies keep, ignore or merge:<category>")
+        return {str(k): v for k, v in value.items()}
+    if key == "loss":
+        try:
+            parse_loss(value)
+        except UserError:
+            raise bad(f"terms like 'ce' or '0.5*dice' joined by '+' ({', '.join(LOSS_NAMES)})") from None
+        return value
+    # class_weights
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, list) and value and all(_number(v, integer=False) is not None for v in value):
+        weights = [float(v) for v in value]
+        if all(math.isfinite(w) and w >= 0 for w in weights):
+            return weights
+    raise bad("auto, null, or a list of non-negative numbers (one per class)")
+
+
+LOSS_NAMES = ("ce", "dice", "focal", "lovasz")
+_LOSS_TERM = re.compile(r"^\s*(?:(\d*\.?\d+(?:e-?\d+)?)\s*\*\s*)?([a-z]+)\s*$")
+
+
+def parse_loss(spec: str) -> list[tuple[float, str]]:
+    """`"0.7*ce+0.3*dice"` -> [(0.7, "ce"), (0.3, "dice")]; a bare name has weight 1."""
+    terms = []
+    for part in str(spec).split("+"):
+        m = _LOSS_TERM.match(part)
+        if not m or m.group(2) not in LOSS_NAMES:
+            raise UserError(
+                f"setting loss={spec!r}: expected terms like 'ce', '0.5*dice' joined by '+' ({', '.join(LOSS_NAMES)})"
+            )
+        terms.append((float(m.group(1) or 1.0), m.group(2)))
+    return terms
+
+
+def split_set(item: str, source: str = "--set") -> tuple[str, Any]:
+    """One KEY=VALUE of --set, value parsed as YAML (`classes.NAME=POLICY` keeps its dotted key)."""
+    if "=" not in item:
+        raise UsageError(f"{source} {item!r}: expected KEY=VALUE")
+    key, text = item.split("=", 1)
+    return key.strip(), parse_value(text.strip()) if not key.startswith("classes.") else text.strip()
+
+
+def user_settings(
+    config_file: Path | None = None,
+    sets: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+    allowed: tuple[str, ...] | None = None,
+    command: str = "",
+) -> dict[str, Any]:
+    """What the user gave (config file < --set < flags), each value checked; the `classes` entries merged.
+
+    `allowed`: the only keys this command takes (predict and ensemble); others are usage errors.
+    """
+    given: dict[str, Any] = {}
+    layers: list[tuple[str, list[tuple[str, Any]]]] = []
+    if config_file is not None:
+        layers.append((str(config_file), list(read_config_file(config_file).items())))
+    layers.append(("--set", [split_set(item) for item in sets or []]))
+    layers.append(("flag", [(k, v) for k, v in (flags or {}).items() if v is not None]))
+    for source, items in layers:
+        for key, value in items:
+            if key.startswith("classes."):
+                key, value = "classes", {**given.get("classes", {}), key[len("classes.") :]: value}
+            elif key == "classes" and isinstance(value, dict):
+                value = {**given.get("classes", {}), **value}
+            where = f"--{key.replace('_', '-')}" if source == "flag" else source
+            if allowed is not None and key not in allowed:
+                check_key(key, where)
+                raise UsageError(f"{where}: {key} does not apply to {command}; it takes {', '.join(allowed)}")
+            given[key] = check_setting(key, value, where)
+    return given
+
+
+def resolve(
+    model_defaults: dict[str, Any] | None = None,
+    config_file: Path | None = None,
+    sets: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+    profile: dict[str, Any] | None = None,
+    given: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Layer the settings; later layers win: defaults < model < profile < file < --set < flags (`given`).
+
+    `given` is what user_settings returned (it is computed from config_file, sets and flags when None).
+    """
+    if given is None:
+        given = user_settings(config_file, sets, flags)
+    cfg = json.loads(json.dumps(DEFAULTS))
+    cfg.update(model_defaults or {})
+    cfg.update(profile or {})
+    cfg.update(given)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict[str, Any], source: str = "setting") -> dict[str, Any]:
+    """Check every setting (type and range) and the relations between them; normalises values in place."""
+    for key in DEFAULTS:
+        cfg[key] = check_setting(key, cfg.get(key), source)
+    if cfg["aug_scale_min"] > cfg["aug_scale_max"]:
+        raise UsageError(
+            f"{source}: aug_scale_min={cfg['aug_scale_min']} > aug_scale_max={cfg['aug_scale_max']}: "
+            "expected min <= max"
+        )
+    return cfg
+
+
+def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """`key (old -> new)` for every result-changing setting of `after` that `before` has otherwise."""
+    missing = "unset"
+    return [
+        f"{key} ({before.get(key, missing)} -> {value})"
+        for key, value in after.items()
+        if key not in MACHINERY and before.get(key, missing) != value
+    ]
+
+
+def short(value: Any) -> str:
+    """A setting's value for a one-line message: floats with 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def describe(settings: dict[str, Any]) -> str:
+    """`key=value, ...` for logs."""
+    return ", ".join(f"{k}={short(v)}" for k, v in settings.items())
+
+
+def save_config(cfg: dict[str, Any], path: Path) -> None:
+    """Write the resolved settings as JSON (atomically)."""
+    write_json(path, cfg)

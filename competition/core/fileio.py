@@ -1,0 +1,57 @@
+"""Atomic file writes: every output goes to a temporary name in the same folder, then os.replace.
+
+A killed process (Ctrl-C, kill -9, power loss) leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def temporary_name(path: Path) -> Path:
+    """A sibling name unique to this process, so concurrent writers never share a temporary file."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path | str, data: Any) -> Path:
+    """Write JSON atomically (indented, keys in insertion order)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return Path(path)
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    """Write text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def read_json(path: Path | str) -> Any:
+    """Read a JSON file the harness wrote (not user input: errors here are bugs or corruption)."""
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)

@@ -1,0 +1,183 @@
+"""Reading and validating COCO instance files of a competition dataset.
+
+Every problem is a UserError naming the file and the record, e.g.
+`train_all.json: annotation id 17 (image 3): polygon with 2 points; need at least 3`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from competition.core.errors import UserError
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """One image record: `file_name` is relative to the dataset root and is the submission's image_id."""
+
+    id: int
+    file_name: str
+    height: int
+    width: int
+
+
+@dataclass
+class CocoFile:
+    """A validated COCO file: images in file order, categories sorted by id, annotations grouped by image."""
+
+    path: Path
+    images: tuple[ImageInfo, ...]
+    categories: tuple[dict[str, Any], ...]
+    annotations: dict[int, list[dict[str, Any]]] = field(repr=False)
+    sha256: str
+    by_id: dict[int, ImageInfo] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.by_id = {im.id: im for im in self.images}
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [im.id for im in self.images]
+
+
+def load_coco(path: Path | str, *, need_annotations: bool = True) -> CocoFile:
+    """Read and validate a COCO instances file (images, categories and, when needed, annotations)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: invalid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object with images, categories, annotations")
+    for key in ("images", "categories") + (("annotations",) if need_annotations else ()):
+        if key not in data:
+            raise UserError(f"{path}: missing key '{key}'")
+        if not isinstance(data[key], list):
+            raise UserError(f"{path}: '{key}' must be a list")
+
+    images = tuple(_image(path, i, rec) for i, rec in enumerate(data["images"]))
+    seen: set[int] = set()
+    for im in images:
+        if im.id in seen:
+            raise UserError(f"{path}: image id {im.id} ({im.file_name}): duplicate image id")
+        seen.add(im.id)
+
+    categories = _categories(path, data["categories"])
+    cat_ids = {c["id"] for c in categories}
+    sizes = {im.id: (im.height, im.width) for im in images}
+    annotations: dict[int, list[dict[str, Any]]] = {im.id: [] for im in images}
+    for i, ann in enumerate(data.get("annotations") or []):
+        _check_annotation(path, i, ann, cat_ids, sizes)
+        annotations[ann["image_id"]].append(ann)
+    return CocoFile(path, images, categories, annotations, hashlib.sha256(raw).hexdigest())
+
+
+def _image(path: Path, i: int, rec: Any) -> ImageInfo:
+    if not isinstance(rec, dict):
+        raise UserError(f"{path}: images[{i}]: expected an object")
+    for key in ("id", "file_name", "height", "width"):
+        if key not in rec:
+            raise UserError(f"{path}: images[{i}] (id {rec.get('id')}): missing key '{key}'")
+    if not isinstance(rec["id"], int):
+        raise UserError(f"{path}: images[{i}]: id {rec['id']!r} is not an integer")
+    for key in ("height", "width"):
+        if not isinstance(rec[key], int) or rec[key] < 1:
+            raise UserError(f"{path}: image id {rec['id']}: {key} {rec[key]!r} is not a positive integer")
+    name = rec["file_name"]
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{path}: image id {rec['id']}: file_name {name!r} is not a path")
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or Path(name).is_absolute():
+        raise UserError(f"{path}: image id {rec['id']}: file_name '{name}' escapes the dataset root")
+    return ImageInfo(rec["id"], name, rec["height"], rec["width"])
+
+
+def _categories(path: Path, cats: list[Any]) -> tuple[dict[str, Any], ...]:
+    if not cats:
+        raise UserError(f"{path}: no categories")
+    seen: set[int] = set()
+    for i, c in enumerate(cats):
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or not isinstance(c.get("name"), str):
+            raise UserError(f"{path}: categories[{i}]: needs an integer 'id' and a string 'name'")
+        if c["id"] in seen:
+            raise UserError(f"{path}: category id {c['id']} ({c['name']}): duplicate category id")
+        seen.add(c["id"])
+    return tuple(sorted(({"id": c["id"], "name": c["name"]} for c in cats), key=lambda c: c["id"]))
+
+
+def _check_annotation(path: Path, i: int, ann: Any, cat_ids: set[int], sizes: dict[int, tuple[int, int]]) -> None:
+    if not isinstance(ann, dict):
+        raise UserError(f"{path}: annotations[{i}]: expected an object")
+    where = f"{path}: annotation id {ann.get('id', f'[{i}]')} (image {ann.get('image_id')})"
+    for key in ("image_id", "category_id", "segmentation"):
+        if key not in ann:
+            raise UserError(f"{where}: missing key '{key}'")
+    if ann["image_id"] not in sizes:
+        raise UserError(f"{where}: unknown image_id {ann['image_id']!r}")
+    if ann["category_id"] not in cat_ids:
+        raise UserError(f"{where}: unknown category_id {ann['category_id']!r}")
+    seg = ann["segmentation"]
+    if isinstance(seg, list):
+        if not seg:
+            raise UserError(f"{where}: empty segmentation")
+        for poly in seg:
+            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) for v in poly):
+                raise UserError(f"{where}: polygon must be a flat list of numbers [x1, y1, x2, y2, ...]")
+            if len(poly) < 6 or len(poly) % 2:
+                raise UserError(f"{where}: polygon with {len(poly) / 2:g} points; need at least 3 (x, y) pairs")
+    elif isinstance(seg, dict):
+        if "counts" not in seg or "size" not in seg:
+            raise UserError(f"{where}: RLE segmentation needs 'counts' and 'size'")
+        if list(seg["size"]) != list(sizes[ann["image_id"]]):
+            raise UserError(
+                f"{where}: RLE size {seg['size']} differs from the image's [height, width] "
+                f"{list(sizes[ann['image_id']])}"
+            )
+    else:
+        raise UserError(f"{where}: segmentation must be a polygon list or an RLE object")
+
+
+def image_path(root: Path, image: ImageInfo, source: Path) -> Path:
+    """The image's file, guaranteed inside `root` (symlinks resolved)."""
+    root_resolved = root.resolve()
+    p = (root / image.file_name).resolve()
+    if root_resolved != p and root_resolved not in p.parents:
+        raise UserError(f"{source}: image id {image.id}: file_name '{image.file_name}' escapes the dataset root")
+    return p
+
+
+def check_image_files(root: Path, coco: CocoFile) -> None:
+    """Each image exists inside the root, is a readable image, and has the size the JSON says."""
+    for im in coco.images:
+        p = image_path(root, im, coco.path)
+        if not p.is_file():
+            raise UserError(f"{p}: missing image file (image id {im.id} in {coco.path.name})")
+        try:
+            with Image.open(p) as img:
+                width, height = img.size
+        except (UnidentifiedImageError, OSError) as e:
+            raise UserError(f"{p}: cannot read image (image id {im.id} in {coco.path.name}): {e}") from None
+        if (height, width) != (im.height, im.width):
+            raise UserError(
+                f"{p}: image is {width}x{height} but {coco.path.name} says {im.width}x{im.height} (image id {im.id})"
+            )
+
+
+def read_image(root: Path, image: ImageInfo, source: Path) -> Image.Image:
+    """Decode an image as RGB (grayscale and RGBA are converted); a corrupt file is a UserError."""
+    p = image_path(root, image, source)
+    try:
+        with Image.open(p) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{p}: cannot read image (image id {image.id} in {source.name}): {e}") from None

@@ -1,0 +1,97 @@
+"""The torch Dataset: (image, mask) pairs with torchvision.transforms.v2 joint transforms.
+
+Training items are resized to image_size x image_size and augmented jointly (random scale and crop, flips,
+colour jitter). Evaluation items give the image at image_size and the mask at the submission resolution
+(256 x 256, nearest as OpenCV does it) so validation measures exactly what the leaderboard measures.
+Masks come from the on-disk cache (competition.data.masks), never from pycocotools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from competition.data.coco import ImageInfo, read_image
+from competition.data.masks import MaskStore
+from competition.core.geometry import SUBMISSION_SIZE, resize_nearest
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def train_transform(cfg: dict[str, Any]) -> v2.Transform:
+    """Resize, random scale and crop back to size, flips, colour jitter, normalise (image and mask jointly)."""
+    size = cfg["image_size"]
+    steps: list[v2.Transform] = [v2.Resize((size, size), antialias=True)]
+    lo, hi = cfg["aug_scale_min"], cfg["aug_scale_max"]
+    if (lo, hi) != (1.0, 1.0):
+        steps += [
+            v2.RandomResize(max(8, int(size * lo)), max(9, int(size * hi) + 1), antialias=True),
+            v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Mask: cfg["ignore_index"], "others": 0}),
+        ]
+    if cfg["aug_hflip"] > 0:
+        steps.append(v2.RandomHorizontalFlip(cfg["aug_hflip"]))
+    if cfg["aug_vflip"] > 0:
+        steps.append(v2.RandomVerticalFlip(cfg["aug_vflip"]))
+    if cfg["aug_color"] > 0:
+        s = cfg["aug_color"]
+        steps.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s, hue=min(0.5, s / 4)))
+    return v2.Compose([*steps, *_to_float()])
+
+
+def eval_transform(cfg: dict[str, Any]) -> v2.Transform:
+    """Resize the image to image_size x image_size and normalise."""
+    size = cfg["image_size"]
+    return v2.Compose([v2.Resize((size, size), antialias=True), *_to_float()])
+
+
+def _to_float() -> list[v2.Transform]:
+    return [
+        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+        v2.Normalize(MEAN, STD),
+    ]
+
+
+class SegmentationDataset(Dataset):
+    """Images of a dataset root with their cached masks.
+
+    mode `train`: (image [3,S,S] float, mask [S,S] int64) jointly transformed.
+    mode `eval`: (image [3,S,S] float, mask [256,256] int64 at the submission resolution).
+    mode `predict` (masks=None): (image [3,S,S] float, index of the image).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        source: Path,
+        images: Sequence[ImageInfo],
+        masks: MaskStore | None,
+        transform: v2.Transform,
+        mode: str,
+    ):
+        assert mode in ("train", "eval", "predict")
+        self.root, self.source, self.images = Path(root), Path(source), list(images)
+        self.masks, self.transform, self.mode = masks, transform, mode
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | int]:
+        info = self.images[i]
+        pil = read_image(self.root, info, self.source)
+        image = tv_tensors.Image(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1))
+        if self.mode == "predict":
+            return self.transform(image), i
+        mask = self.masks[info.id]
+        if self.mode == "eval":
+            target = torch.from_numpy(resize_nearest(mask, SUBMISSION_SIZE).astype(np.int64))
+            return self.transform(image), target
+        image, mask_t = self.transform(image, tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64))))
+        return image, mask_t.as_subclass(torch.Tensor)

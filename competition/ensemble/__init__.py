@@ -1,0 +1,9 @@
+"""Ensembles: soft voting of trained runs' stored probabilities (weights fitted out of fold), or hard voting
+of submission CSVs.
+"""
+
+from competition.ensemble.members import Member, read_oof
+from competition.ensemble.soft import ensemble_runs
+from competition.ensemble.vote import vote_csvs
+
+__all__ = ["ensemble_runs", "vote_csvs", "Member", "read_oof"]

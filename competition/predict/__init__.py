@@ -1,0 +1,23 @@
+"""Prediction: a model's softmax probabilities with test-time augmentation, stored probability files, and
+`predict RUN` (every fold of a run on test.json -> probabilities and a submission).
+"""
+
+from competition.predict.inference import View, autocast, describe_views, parse_tta, pick_device, predict_probs
+from competition.predict.probs import ProbsWriter, read_probs, write_probs
+from competition.predict.run import fold_checkpoints, load_fold_model, predict_run, run_classes
+
+__all__ = [
+    "View",
+    "autocast",
+    "describe_views",
+    "parse_tta",
+    "pick_device",
+    "predict_probs",
+    "ProbsWriter",
+    "read_probs",
+    "write_probs",
+    "fold_checkpoints",
+    "load_fold_model",
+    "predict_run",
+    "run_classes",
+]

@@ -1,0 +1,82 @@
+"""What a worker does after each trial: report progress, keep out-of-fold probabilities of the best trials
+only, stop at the epoch budget, requeue trials of dead processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from competition.core.log import Log
+from competition.core.runs import update_run
+from competition.search.orphans import fail_orphaned_trials
+
+
+def progress_callback(total: int, log: Log) -> Callable[[optuna.Study, Any], None]:
+    """After each of this process's trials: `trial n complete: value; k/N done; best so far`."""
+    done = 0
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal done
+        done += 1
+        try:
+            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+        except ValueError:
+            best = "no complete trial yet"
+        value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        log(f"trial {trial.number} {trial.state.name.lower()}: {value}; {min(done, total)}/{total} done; {best}")
+
+    return callback
+
+
+def keep_oof_callback(keep: int, runs_dir: Path, log: Log) -> Callable[[optuna.Study, Any], None]:
+    """After each trial, delete the out-of-fold probabilities of complete trials outside the best `keep`.
+
+    They are the big files of a run (images x classes x 256 x 256 float16: about 1 GB for 480 images and 17
+    classes, 5 GB for the full competition); only ensembling with fitted weights reads them. Checkpoints stay,
+    so every complete trial can still be predicted.
+    """
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+        for old in complete[keep:]:
+            run_dir = runs_dir / old.user_attrs["run"]
+            oofs = list(run_dir.glob("fold_*/oof.*"))
+            if not oofs:
+                continue
+            for path in oofs:
+                path.unlink(missing_ok=True)
+            update_run(run_dir, oof_removed=f"not among the best {keep} trials of study {study.study_name}")
+            log(f"trial {old.number}: not among the best {keep}; its out-of-fold probabilities were deleted")
+
+    return callback
+
+
+def budget_callback(budget: int, spent_before: int, log: Log) -> Callable[[optuna.Study, Any], None]:
+    """Stop starting trials once this search has trained `budget` epochs (pruned trials count what they ran)."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        spent = epochs_spent(study) - spent_before
+        if spent >= budget:
+            log(f"epoch budget reached: {spent} of {budget} epochs trained; no new trials")
+            study.stop()
+
+    return callback
+
+
+def orphans_callback(log: Log) -> Callable[[optuna.Study, Any], None]:
+    """After each trial (before the next is started): fail and requeue the trials of dead processes."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        fail_orphaned_trials(study, log)
+
+    return callback
+
+
+def epochs_spent(study: optuna.Study) -> int:
+    """Training epochs all trials used (one reported step per epoch): the search's cost."""
+    return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))

@@ -1,0 +1,84 @@
+"""The Optuna objective: one trial trains one configuration with k-fold CV and returns its CV mean;
+the running CV mean after every epoch feeds the pruner.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from competition import train as training
+from competition.core.config import short, validate
+from competition.core.locks import OwnerLock
+from competition.core.log import Log
+from competition.core.runs import remove_heavy_files, update_run
+from competition.search.space import default_params, suggest
+from competition.train import NonFiniteLoss
+
+
+class Objective:
+    """Train one configuration per trial; its value is the CV mean of the ranking metric."""
+
+    def __init__(
+        self, base: dict[str, Any], space: dict[str, Any], runs_dir: Path, study: str, owner: OwnerLock, log: Log
+    ):
+        self.base, self.space, self.runs_dir, self.study, self.log = base, space, runs_dir, study, log
+        self.owner = owner
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("owner", self.owner.info())
+        if trial.user_attrs.get("default"):  # trial 0: exactly the default configuration, in the space or not
+            params = default_params(self.space, self.base)
+            trial.set_user_attr("params", params)
+        else:
+            params = suggest(trial, self.space)
+        cfg = validate({**self.base, **params}, f"study {self.study}")
+        run_dir = self._run_dir(trial)
+        trial.set_user_attr("run", run_dir.name)
+        trial.set_user_attr("dir", str(run_dir.resolve()))
+        update_run(run_dir, trial={"study": self.study, "number": trial.number})
+        log = self._prefixed(trial.number)
+        log(f"start: {', '.join(f'{k}={short(v)}' for k, v in params.items())}")
+        epochs = int(cfg["epochs"])
+
+        def report(fold: int, epoch: int, running_mean: float) -> None:
+            trial.report(running_mean, fold * epochs + epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"running CV mean {running_mean:.4f} after fold {fold} epoch {epoch + 1}")
+
+        try:
+            results = training.train_run(cfg, run_dir, log, on_epoch=report)  # looked up now: tests stand in for it
+        except optuna.TrialPruned as e:
+            self._end(trial, run_dir, "pruned", str(e))
+            remove_heavy_files(run_dir)
+            raise
+        except torch.cuda.OutOfMemoryError as e:
+            self._end(trial, run_dir, "pruned", f"CUDA out of memory: {str(e).splitlines()[0][:160]}")
+            remove_heavy_files(run_dir)
+            raise optuna.TrialPruned("CUDA out of memory") from None
+        except NonFiniteLoss as e:
+            self._end(trial, run_dir, "failed", str(e))
+            remove_heavy_files(run_dir)
+            raise
+        update_run(run_dir, kind="trial")
+        return float(results["miou"])
+
+    def _run_dir(self, trial: optuna.Trial) -> Path:
+        """A retried trial continues in the failed trial's folder, so its finished folds are kept."""
+        previous = trial.user_attrs.get("run")
+        if previous and (self.runs_dir / previous).is_dir():
+            self._prefixed(trial.number)(f"retry of a failed trial: resuming {previous}")
+            return self.runs_dir / previous
+        return self.runs_dir / f"{self.study}-t{trial.number:03d}-{secrets.token_hex(2)}"
+
+    def _end(self, trial: optuna.Trial, run_dir: Path, status: str, reason: str) -> None:
+        trial.set_user_attr("fail_reason" if status == "failed" else "prune_reason", reason)
+        update_run(run_dir, status=status, reason=reason)
+        self._prefixed(trial.number)(f"{status}: {reason}")
+
+    def _prefixed(self, number: int) -> Log:
+        return lambda msg: self.log(f"[trial {number}] {msg}")

@@ -1,0 +1,44 @@
+"""PNG plots of a study (optuna.visualization.matplotlib): optimisation history, parameter importances,
+parallel coordinates, intermediate values (the pruning picture)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from optuna.visualization import matplotlib as ovm  # noqa: E402
+
+from competition.core.fileio import atomic_path
+
+PLOTS: dict[str, Callable] = {
+    "optimization_history.png": ovm.plot_optimization_history,
+    "param_importances.png": ovm.plot_param_importances,
+    "parallel_coordinate.png": ovm.plot_parallel_coordinate,
+    "intermediate_values.png": ovm.plot_intermediate_values,
+}
+
+
+def save_study_plots(study: optuna.Study, out_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Write each plot that the study has enough trials for; say which were skipped and why."""
+    written = []
+    for name, plot in PLOTS.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
+                ax = plot(study)
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.set_size_inches(9, 5)
+            with atomic_path(out_dir / name) as tmp:
+                fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+            plt.close(fig)
+            written.append(out_dir / name)
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # e.g. importances need 2+ complete trials
+            plt.close("all")
+            log(f"plot {name} skipped: {str(e).splitlines()[0][:120]}")
+    return written

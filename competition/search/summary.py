@@ -1,0 +1,60 @@
+"""The end of a search: the top-trials table, best_params.json, trials.csv and plots in the study folder,
+and the `search --json` result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from competition.core.config import short
+from competition.core.fileio import atomic_path, write_json
+from competition.core.log import Log
+from competition.search.callbacks import epochs_spent
+from competition.search.plots import save_study_plots
+from competition.search.space import trial_params
+from competition.search.storage import safe_url
+
+
+def summarize_study(study: optuna.Study, url: str, out_dir: Path, log: Log, top: int = 10) -> dict[str, Any]:
+    """Top-trials table, best_params.json, trials.csv and plots in the study folder; the --json result."""
+    trials = study.get_trials(deepcopy=False)
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    counts = {s: sum(1 for t in trials if t.state == s) for s in states}
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "trials.csv") as tmp:
+        study.trials_dataframe().to_csv(tmp, index=False)
+    best = None
+    if complete:
+        b = complete[0]
+        best = {"miou": b.value, "params": trial_params(b), "run": b.user_attrs.get("run"), "number": b.number}
+        write_json(out_dir / "best_params.json", best)
+    save_study_plots(study, out_dir, log)
+
+    log("")
+    log(f"{'trial':>5} {'CV mIoU':>8}  {'run':<28} params")
+    for t in complete[:top]:
+        params = ", ".join(f"{k}={short(v)}" for k, v in trial_params(t).items())
+        log(f"{t.number:>5} {t.value:>8.4f}  {t.user_attrs.get('run', ''):<28} {params}")
+    log(
+        f"study {study.study_name}: {len(trials)} trials ({counts[TrialState.COMPLETE]} complete, "
+        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed; {epochs_spent(study)} epochs trained); "
+        f"folder {out_dir}"
+    )
+    if best:
+        log(f"best: trial {best['number']} CV mIoU {best['miou']:.4f} -> ./run.sh predict best:{study.study_name}")
+    return {
+        "study": study.study_name,
+        "storage": safe_url(url),
+        "trials": len(trials),
+        "complete": counts[TrialState.COMPLETE],
+        "pruned": counts[TrialState.PRUNED],
+        "failed": counts[TrialState.FAIL],
+        "epochs": epochs_spent(study),
+        "best": best,
+        "dir": str(out_dir),
+    }

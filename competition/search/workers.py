@@ -1,0 +1,134 @@
+"""Running a search: `launch` starts N worker processes (or runs in this one), each optimising its share of the
+trials with Optuna; `SearchJob` is what they share."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from competition.core.locks import OwnerLock
+from competition.core.log import Log
+from competition.search.callbacks import (
+    budget_callback,
+    epochs_spent,
+    keep_oof_callback,
+    orphans_callback,
+    progress_callback,
+)
+from competition.search.objective import Objective
+from competition.search.orphans import fail_orphaned_trials
+from competition.search.storage import safe_url
+from competition.search.study import create_study
+from competition.train import NonFiniteLoss
+
+# --------------------------------------------------------------------------- search space
+
+
+# --------------------------------------------------------------------------- pruning
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """What every worker of one search shares (picklable, sent to worker processes)."""
+
+    url: str
+    study: str
+    base: dict[str, Any]  # resolved settings of the model's default configuration
+    space: dict[str, Any]
+    runs_dir: Path
+    pruner: str = "median"
+    seed: int | None = None
+    timeout: float | None = None
+    epoch_budget: int | None = None  # stop starting trials after this many training epochs (all workers)
+    keep_oof: int = 5  # out-of-fold probabilities are kept for the best `keep_oof` complete trials
+    epochs_before: int = 0  # epochs the study had trained when this search started
+
+
+def run_worker(job: SearchJob, n_trials: int, log: Log = print) -> None:
+    """One worker: optimise `n_trials` trials of the study (a process of its own with --workers N)."""
+    study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
+    owner = OwnerLock(job.runs_dir)
+    callbacks = [
+        progress_callback(n_trials, log),
+        keep_oof_callback(job.keep_oof, job.runs_dir, log),
+        orphans_callback(log),
+    ]
+    if job.epoch_budget:
+        callbacks.append(budget_callback(job.epoch_budget, job.epochs_before, log))
+    try:
+        fail_orphaned_trials(study, log)
+        study.optimize(
+            Objective(job.base, job.space, job.runs_dir, job.study, owner, log),
+            n_trials=n_trials,
+            timeout=job.timeout,
+            catch=(NonFiniteLoss,),  # a NaN loss fails that trial (reason in its user attributes); search goes on
+            callbacks=callbacks,
+        )
+    finally:
+        owner.release()
+
+
+def _worker_process(job: SearchJob, n_trials: int, index: int) -> None:
+    """Entry point of a worker process: its log lines carry the worker's number."""
+
+    def log(msg: str) -> None:
+        print(f"[w{index}] {msg}", flush=True)
+
+    run_worker(job, n_trials, log)
+
+
+def split_trials(n: int, workers: int) -> list[int]:
+    """N trials over W workers exactly: the first N % W workers take one more."""
+    return [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
+
+
+def launch(job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Study:
+    """Run `n_trials` more trials of the prepared study (see `prepare`) with `workers` processes."""
+    study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
+    started_with = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+    job = replace(job, epochs_before=epochs_spent(study))
+    budget = f" or until {job.epoch_budget} epochs are trained" if job.epoch_budget else ""
+    log(f"study {job.study} on {safe_url(job.url)}: {started_with} finished trials; running {n_trials} more{budget}")
+    job.runs_dir.mkdir(parents=True, exist_ok=True)
+    shares = [s for s in split_trials(n_trials, workers) if s > 0]
+    if len(shares) == 1:
+        run_worker(job, shares[0], log)
+        return study
+    gpus = torch.cuda.device_count() if job.base["device"] != "cpu" else 0
+    context = multiprocessing.get_context("spawn")
+    processes = []
+    for i, share in enumerate(shares):
+        worker = replace(job, seed=None if job.seed is None else job.seed + i)  # distinct TPE streams
+        env_before = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if gpus > 1:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(i % gpus)  # round-robin, inherited by the child
+        process = context.Process(target=_worker_process, args=(worker, share, i))
+        process.start()
+        processes.append(process)
+        if gpus > 1:
+            _restore_env("CUDA_VISIBLE_DEVICES", env_before)
+        log(f"worker {i}: pid {process.pid}, {share} trials" + (f", GPU {i % gpus}" if gpus > 1 else ""))
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()
+        raise
+    bad = [p.exitcode for p in processes if p.exitcode]
+    if bad:
+        log(f"warning: {len(bad)} worker(s) exited with errors (exit codes {bad}); see their output above")
+    return study
+
+
+def _restore_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value

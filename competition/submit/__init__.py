@@ -1,0 +1,36 @@
+"""Submissions: the exact metric, the CSV format (write, parse), the rules' checker, the scorer, and publishing
+`submissions/<name>.csv`.
+"""
+
+from competition.submit.check import check_submission, read_submission
+from competition.submit.encoding import HEADER, encode_mask, parse_prediction, write_submission
+from competition.submit.metric import (
+    MeanIoU,
+    Scores,
+    confusion_matrix,
+    iou_from_confusion,
+    per_image_confusion,
+    ranking_value,
+)
+from competition.submit.save import SUBMISSIONS, check_name, save_submission, submission_values
+from competition.submit.score import score_submission
+
+__all__ = [
+    "MeanIoU",
+    "Scores",
+    "confusion_matrix",
+    "iou_from_confusion",
+    "per_image_confusion",
+    "ranking_value",
+    "HEADER",
+    "encode_mask",
+    "parse_prediction",
+    "write_submission",
+    "check_submission",
+    "read_submission",
+    "score_submission",
+    "SUBMISSIONS",
+    "check_name",
+    "save_submission",
+    "submission_values",
+]

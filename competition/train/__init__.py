@@ -1,0 +1,21 @@
+"""Training: k-fold cross-validated runs (loop, losses, optimisers, schedules, plots), their settings, and
+the leaderboard of run folders.
+"""
+
+from competition.train.leaderboard import describe_settings, format_table, leaderboard_rows, write_leaderboard_csv
+from competition.train.loop import EpochHook, NonFiniteLoss, train_run
+from competition.train.losses import MixedLoss
+from competition.train.settings import new_run_settings, resume_settings
+
+__all__ = [
+    "EpochHook",
+    "NonFiniteLoss",
+    "train_run",
+    "new_run_settings",
+    "resume_settings",
+    "MixedLoss",
+    "describe_settings",
+    "format_table",
+    "leaderboard_rows",
+    "write_leaderboard_csv",
+]

@@ -1,0 +1,59 @@
+"""Validation of a fold: scores at 256 x 256 over the whole fold, validation loss, and (for the kept
+checkpoint) the out-of-fold probabilities and prediction overlays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from competition.data import SegmentationDataset
+from competition.predict import predict_probs, write_probs
+from competition.submit import MeanIoU, Scores
+from competition.train.plots import save_overlays
+from competition.train.setup import Setup
+
+
+@torch.no_grad()
+def evaluate(
+    model, loader, setup: Setup, oof_dir: Path | None = None, val_set: SegmentationDataset | None = None
+) -> tuple[Scores, float]:
+    """Scores at 256 x 256 over the whole validation fold (one confusion matrix, per-image mIoU) and the
+    validation cross-entropy; with `oof_dir`, also the fold's out-of-fold probabilities and overlays."""
+    cfg, device, classes = setup.cfg, setup.device, setup.classes
+    model.eval()
+    metric = MeanIoU(classes.num_classes, classes.ignore_index, device=device)
+    nll, pixels = 0.0, 0
+    writer = None
+    if oof_dir is not None:
+        images = [im.file_name for im in val_set.images]
+        writer = write_probs(oof_dir / "oof.npy", images, list(classes.names), member=str(oof_dir))
+    overlays = int(cfg["overlays"]) if oof_dir is not None else 0
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        probs = predict_probs(model, images, amp=cfg["amp"], channels_last=cfg["channels_last"])
+        pred = probs.argmax(1)
+        metric.update(pred, targets)
+        valid = targets != classes.ignore_index
+        logp = probs.clamp_min(1e-8).log()
+        nll -= logp.gather(1, targets.clamp(0, classes.num_classes - 1)[:, None])[:, 0][valid].sum().item()
+        pixels += int(valid.sum())
+        if writer is not None:
+            writer.write(probs)
+        if overlays > 0:
+            take = min(overlays, len(images))
+            shown = int(cfg["overlays"]) - overlays
+            save_overlays(
+                images[:take],
+                targets[:take],
+                pred[:take],
+                classes.num_classes,
+                oof_dir,
+                shown,
+                classes.ignore_index,
+            )
+            overlays -= take
+    if writer is not None:
+        writer.close()
+    return metric.compute(), nll / max(1, pixels)

@@ -1,0 +1,247 @@
+"""K-fold cross-validated training of one model configuration.
+
+`train_run` trains every fold of the fold file (or one), keeps each fold's best checkpoint by the ranking
+metric (per-image or dataset mIoU at 256 x 256), saves that checkpoint's out-of-fold probabilities (float16)
+and writes the run folder described in competition.core.runs. Interrupted runs resume: finished folds are skipped
+and an unfinished fold continues from its last epoch.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from competition.core.config import save_config
+from competition.core.fileio import atomic_path, read_json, write_csv, write_json
+from competition.core.locks import run_folder_lock
+from competition.core.log import Log
+from competition.core.runs import fold_dir, now, update_run
+from competition.data import (
+    SegmentationDataset,
+)
+from competition.predict import autocast
+from competition.submit import Scores, ranking_value
+from competition.train.evaluate import evaluate
+from competition.train.losses import MixedLoss
+from competition.train.optim import build_optimizer, build_scheduler
+from competition.train.setup import Setup, build_model, class_weights, fold_indices, loaders, prepare
+from competition.train.summary import summarize_run
+
+# on_epoch(fold, epoch, running CV mean) is called after every epoch; it may raise to stop (pruning).
+# The running CV mean averages the finished folds' scores and the current fold's best so far.
+EpochHook = Callable[[int, int, float], None]
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def train_run(
+    cfg: dict[str, Any], run_dir: Path, log: Log = print, on_epoch: EpochHook | None = None
+) -> dict[str, Any]:
+    """Train all (remaining) folds of a run; returns the results dictionary (also written to results.json).
+
+    The run folder is locked meanwhile: a second process cannot train (resume) it while this one lives.
+    """
+    with run_folder_lock(run_dir):
+        return _train_locked(cfg, Path(run_dir), log, on_epoch)
+
+
+def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochHook | None) -> dict[str, Any]:
+    save_config(cfg, run_dir / "config.json")
+    setup = prepare(cfg, log)
+    previous = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    update_run(
+        run_dir,
+        id=run_dir.name,
+        model=cfg["model"],
+        status="running",
+        created=previous.get("created", now()),
+        data=str(cfg["data"]),
+        classes=list(setup.classes.names),
+        device=str(setup.device),
+    )
+    indices = fold_indices(cfg, setup.folds)
+    done: dict[int, dict[str, Any]] = {}
+    for fold in indices:
+        result_path = fold_dir(run_dir, fold) / "result.json"
+        if result_path.exists():
+            done[fold] = read_json(result_path)
+            log(f"fold {fold}: finished earlier (mIoU {done[fold]['miou']:.4f}), skipped")
+            continue
+
+        def running_mean(epoch: int, best: float, fold: int = fold) -> None:
+            if on_epoch:
+                on_epoch(fold, epoch, float(np.mean([r["miou"] for r in done.values()] + [best])))
+
+        done[fold] = train_fold(setup, fold, fold_dir(run_dir, fold), running_mean)
+    results = summarize_run(run_dir, cfg, setup.classes, [done[f] for f in indices], log)
+    update_run(run_dir, status="complete", finished=now())
+    return results
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Fold:
+    """The objects of one fold's training, and its state (saved to last.pt after every epoch)."""
+
+    index: int
+    out: Path
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_loader: DataLoader
+    val_loader: DataLoader
+    val_set: SegmentationDataset
+    state: dict[str, Any]
+
+
+def train_fold(setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, float], None]) -> dict[str, Any]:
+    """Train one fold (resuming from out/last.pt when present); returns the fold's result."""
+    cfg = setup.cfg
+    f = build_fold(setup, fold, out)
+    epochs = int(cfg["epochs"])
+    for epoch in range(f.state["epoch"], epochs):
+        seed_everything(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
+        start = time.time()
+        desc = f"fold {fold} epoch {epoch + 1}/{epochs}"
+        train_loss = train_epoch(f, setup, desc)
+        scores, val_loss = evaluate(f.model, f.val_loader, setup)
+        record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
+        on_epoch(epoch, f.state["best"])
+        if cfg["early_stop"] and f.state["stale"] >= int(cfg["early_stop"]):
+            setup.log(f"fold {fold}: early stop after {epoch + 1} epochs ({f.state['stale']} without improvement)")
+            break
+    return finish_fold(f, setup)
+
+
+def build_fold(setup: Setup, fold: int, out: Path) -> Fold:
+    """Data, model, loss, optimiser and schedule of a fold; its state from out/last.pt when resuming."""
+    cfg, device = setup.cfg, setup.device
+    out.mkdir(parents=True, exist_ok=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    seed_everything(int(cfg["seed"]) + fold)
+    train_loader, val_loader, val_set = loaders(setup, fold)
+    model = build_model(setup)
+    weights = class_weights(setup, setup.folds.train_ids(fold))
+    loss_fn = MixedLoss(cfg["loss"], setup.classes.ignore_index, weights).to(device)
+    optimizer = build_optimizer(model.parameters(), cfg)
+    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+    state = {"epoch": 0, "best": -1.0, "best_epoch": -1, "stale": 0, "history": []}
+    if (out / "last.pt").exists():
+        saved = torch.load(out / "last.pt", map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        setup.log(f"fold {fold}: resuming after epoch {state['epoch']} (best {state['best']:.4f})")
+    return Fold(fold, out, model, loss_fn, optimizer, scheduler, train_loader, val_loader, val_set, state)
+
+
+def record_epoch(
+    f: Fold, setup: Setup, scores: Scores, train_loss: float, val_loss: float, start: float, desc: str
+) -> None:
+    """After an epoch: best checkpoint (if it improved), history, resume state, metrics.csv and a log line."""
+    state, epoch = f.state, f.state["epoch"] + 1
+    value = ranking_value(scores, setup.cfg["metric"])
+    improved = value > state["best"]
+    if improved:
+        state.update(best=value, best_epoch=epoch, stale=0)
+        save_atomic({"model": f.model.state_dict(), "epoch": epoch, "score": value}, f.out / "best.pt")
+    else:
+        state["stale"] += 1
+    state["epoch"] = epoch
+    state["history"].append(
+        {
+            "fold": f.index,
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "miou_image": scores.miou_image,
+            "miou_dataset": scores.miou_dataset,
+            "pixel_accuracy": scores.pixel_accuracy,
+            "lr": f.optimizer.param_groups[0]["lr"],
+            "seconds": round(time.time() - start, 2),
+        }
+    )
+    resume = {"optimizer": f.optimizer.state_dict(), "scheduler": f.scheduler.state_dict(), "state": state}
+    save_atomic({"model": f.model.state_dict(), **resume}, f.out / "last.pt")
+    write_csv(pd.DataFrame(state["history"]), f.out / "metrics.csv")
+    setup.log(
+        f"{desc}: loss {train_loss:.4f} val_loss {val_loss:.4f} mIoU(image) {scores.miou_image:.4f} "
+        f"mIoU(dataset) {scores.miou_dataset:.4f} best {state['best']:.4f}{' *' if improved else ''} "
+        f"[{time.time() - start:.1f}s]"
+    )
+
+
+def finish_fold(f: Fold, setup: Setup) -> dict[str, Any]:
+    """The best checkpoint's scores and out-of-fold probabilities; result.json; the resume state removed."""
+    cfg = setup.cfg
+    best = torch.load(f.out / "best.pt", map_location=setup.device, weights_only=True)
+    f.model.load_state_dict(best["model"])
+    oof_dir = f.out if cfg["save_oof"] else None
+    scores, _ = evaluate(f.model, f.val_loader, setup, oof_dir=oof_dir, val_set=f.val_set)
+    result = {
+        "fold": f.index,
+        "miou": ranking_value(scores, cfg["metric"]),
+        "metric": cfg["metric"],
+        **scores.to_dict(),
+        "best_epoch": best["epoch"],
+        "epochs_run": f.state["epoch"],
+        "n_train": len(setup.folds.train_ids(f.index)),
+        "n_val": len(setup.folds.val_ids[f.index]),
+    }
+    write_json(f.out / "result.json", result)
+    (f.out / "last.pt").unlink(missing_ok=True)
+    setup.log(f"fold {f.index}: best epoch {best['epoch']}, mIoU {result['miou']:.4f} ({cfg['metric']})")
+    return result
+
+
+def train_epoch(f: Fold, setup: Setup, desc: str) -> float:
+    """One pass over the training fold; returns the mean loss (NonFiniteLoss on NaN/inf)."""
+    cfg, device = setup.cfg, setup.device
+    model, loss_fn, optimizer, scheduler = f.model, f.loss_fn, f.optimizer, f.scheduler
+    model.train()
+    total, count = 0.0, 0
+    for images, targets in tqdm(f.train_loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
+        images = images.to(device, non_blocking=True)
+        if cfg["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        with autocast(device, cfg["amp"]):
+            logits = model(images)
+        loss = loss_fn(logits, targets)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"{desc}: loss is {loss.item()} (lr {optimizer.param_groups[0]['lr']:.3g})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(images)
+        count += len(images)
+    return total / max(1, count)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save under a temporary name, then renamed: a kill never leaves half a checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

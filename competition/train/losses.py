@@ -1,0 +1,39 @@
+"""Losses by name and weighted mixes: `ce`, `dice`, `focal`, `lovasz`, e.g. `0.7*ce+0.3*dice` or `ce+dice`.
+
+Cross-entropy is torch's (with class weights); dice, focal and lovasz are segmentation_models_pytorch's
+multiclass losses. All skip `ignore_index` pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+from segmentation_models_pytorch import losses as smp_losses
+from torch import nn
+
+from competition.core.config import parse_loss
+
+
+class MixedLoss(nn.Module):
+    """Weighted sum of segmentation losses on logits [B,C,H,W] and targets [B,H,W]."""
+
+    def __init__(self, spec: str, ignore_index: int = 255, class_weights: torch.Tensor | None = None):
+        super().__init__()
+        self.terms = parse_loss(spec)
+        self.losses = nn.ModuleList(_make(name, ignore_index, class_weights) for _, name in self.terms)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        total = logits.new_zeros(())
+        for (weight, _), loss in zip(self.terms, self.losses, strict=True):
+            total = total + weight * loss(logits, target)
+        return total
+
+
+def _make(name: str, ignore_index: int, class_weights: torch.Tensor | None) -> nn.Module:
+    if name == "ce":
+        return nn.CrossEntropyLoss(weight=class_weights, ignore_index=ignore_index)
+    if name == "dice":
+        return smp_losses.DiceLoss("multiclass", ignore_index=ignore_index)
+    if name == "focal":
+        return smp_losses.FocalLoss("multiclass", ignore_index=ignore_index)
+    return smp_losses.LovaszLoss("multiclass", ignore_index=ignore_index)

@@ -1,0 +1,108 @@
+"""What the folds of one run share (data, classes, masks, folds, device) and what each fold builds from it:
+data loaders, class weights, the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+import models
+from competition.core.errors import UserError
+from competition.core.log import Log
+from competition.data import (
+    ClassTable,
+    DataRoot,
+    Folds,
+    MaskStore,
+    SegmentationDataset,
+    eval_transform,
+    make_folds,
+    train_transform,
+)
+from competition.predict import pick_device
+
+
+@dataclass
+class Setup:
+    """Everything the folds of one run share."""
+
+    cfg: dict[str, Any]
+    data: DataRoot
+    classes: ClassTable
+    masks: MaskStore
+    folds: Folds
+    device: torch.device
+    log: Log
+
+
+def prepare(cfg: dict[str, Any], log: Log) -> Setup:
+    """Load and validate the data, render (or reuse) the masks and the folds."""
+    data = DataRoot(Path(cfg["data"]))
+    classes = data.classes(cfg["classes"], cfg["ignore_index"])
+    masks = data.masks("train_all", classes, cfg["overlap"], log=log)
+    folds = make_folds(data, cfg["split"], cfg["folds"], cfg["seed"])
+    device = pick_device(cfg["device"])
+    return Setup(cfg, data, classes, masks, folds, device, log)
+
+
+def fold_indices(cfg: dict[str, Any], folds: Folds) -> list[int]:
+    if cfg["fold"] is None:
+        return list(range(folds.k))
+    if not 0 <= int(cfg["fold"]) < folds.k:
+        raise UserError(f"--fold {cfg['fold']}: the fold file has folds 0..{folds.k - 1}")
+    return [int(cfg["fold"])]
+
+
+def class_weights(setup: Setup, train_ids: list[int]) -> torch.Tensor | None:
+    """None, a given list, or `auto`: inverse square root of each class's pixel share in the training fold."""
+    spec, n = setup.cfg["class_weights"], setup.classes.num_classes
+    if spec is None:
+        return None
+    if isinstance(spec, list):
+        if len(spec) != n:
+            raise UserError(f"setting class_weights: {len(spec)} values for {n} classes")
+        return torch.tensor(spec, dtype=torch.float32)
+    counts = np.zeros(256, dtype=np.int64)
+    for image_id in train_ids:
+        counts += np.bincount(setup.masks[image_id].ravel(), minlength=256)
+    share = counts[:n] / max(1, counts[:n].sum())
+    weights = np.where(share > 0, 1 / np.sqrt(np.maximum(share, 1e-12)), 0.0)
+    weights = weights / weights[share > 0].mean()
+    return torch.tensor(np.where(share > 0, weights, 1.0), dtype=torch.float32)
+
+
+def loaders(setup: Setup, fold: int) -> tuple[DataLoader, DataLoader, SegmentationDataset]:
+    cfg, data = setup.cfg, setup.data
+    coco = data.coco("train_all")
+    train_images = [coco.by_id[i] for i in setup.folds.train_ids(fold)]
+    val_images = [coco.by_id[i] for i in setup.folds.val_ids[fold]]
+    train_set = SegmentationDataset(data.root, coco.path, train_images, setup.masks, train_transform(cfg), "train")
+    val_set = SegmentationDataset(data.root, coco.path, val_images, setup.masks, eval_transform(cfg), "eval")
+    workers = int(cfg["num_workers"])
+    common = {
+        "num_workers": workers,
+        "pin_memory": setup.device.type == "cuda",
+        "persistent_workers": workers > 0,
+    }
+    batch = min(int(cfg["batch_size"]), len(train_set))
+    generator = torch.Generator().manual_seed(int(cfg["seed"]) + fold)
+    train_loader = DataLoader(
+        train_set, batch, shuffle=True, drop_last=len(train_set) > batch, generator=generator, **common
+    )
+    val_loader = DataLoader(val_set, batch, shuffle=False, **common)
+    return train_loader, val_loader, val_set
+
+
+def build_model(setup: Setup) -> torch.nn.Module:
+    model, loaded = models.create_model(setup.cfg["model"], setup.classes.num_classes, setup.cfg)
+    setup.log(f"model {setup.cfg['model']}: {loaded}")
+    model = model.to(setup.device)
+    if setup.cfg["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    return model
