@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from competition.core.errors import UserError
+from models.pretrained import Warn, read_weights, vgg_weights
 
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # (convs, channels) per block
 STRIDES = (32, 16, 8)
@@ -123,19 +124,6 @@ class FCN(nn.Module):
         return crop_to(self.upscore(score), size)
 
 
-def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """The state dict saved in `path`; a UserError naming the file if it is missing or not a state dict."""
-    if not path.is_file():
-        raise UserError(f"{path}: {what} file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path}: cannot read {what}: {e}") from e
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: {what} must be a state dict, got {type(state).__name__}")
-    return state
-
-
 def load_vgg16_weights(model: FCN, path: str | Path) -> str:
     """Load a torchvision VGG16 (or, with norm=batch, VGG16-BN) state dict: its 13 convs (and BatchNorms) into
     `features`, classifier.3 into fc7.
@@ -145,7 +133,7 @@ def load_vgg16_weights(model: FCN, path: str | Path) -> str:
     path = Path(path)
     batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in model.features)
     arch, name = ("vgg16_bn", "VGG16-BN") if batch_norm else ("vgg16", "VGG16")
-    state = read_state_dict(path, f"{name} weights")
+    state = read_weights(path, f"{name} weights")
     conv = {f"features.{k}": v.shape for k, v in model.features.state_dict().items()}
     wanted = conv | {"classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,)}
     extra = [k for k in state if k.startswith("features.") and k not in conv]
@@ -161,12 +149,13 @@ def load_vgg16_weights(model: FCN, path: str | Path) -> str:
     return f"{name} conv weights ({len(conv)} tensors) + fc7 from {path}; fc6 random"
 
 
-def build_fcn(num_classes: int, settings: dict, *, stride: int) -> tuple[nn.Module, str]:
-    """FCN-<stride>s from settings `dropout`, `norm` and `weights` (a torchvision VGG16 / VGG16-BN state dict
-    file, or None for random init)."""
+def build_fcn(num_classes: int, settings: dict, warn: Warn = print, *, stride: int) -> tuple[nn.Module, str]:
+    """FCN-<stride>s from settings `dropout`, `norm` and `weights` (null, auto, imagenet: torchvision's
+    ImageNet VGG16 / VGG16-BN, or a state dict file; see models.pretrained). Returns the model and
+    `<source>: what was loaded`."""
     norm = settings.get("norm", "none")
     model = FCN(num_classes, stride=stride, dropout=float(settings.get("dropout", 0.5)), norm=norm)
-    weights = settings.get("weights")
-    if not weights:
-        return model, "random init (no weights file given)"
-    return model, load_vgg16_weights(model, weights)
+    weights = vgg_weights(settings.get("weights"), "vgg16_bn" if norm == "batch" else "vgg16", warn)
+    if weights.path is None:
+        return model, f"{weights.source}: {weights.detail}"
+    return model, f"{weights.source}: {load_vgg16_weights(model, weights.path)}"

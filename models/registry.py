@@ -14,7 +14,8 @@ from competition.core.errors import UserError
 from models.fcn import build_fcn
 from models.smp_zoo import build_smp
 
-Builder = Callable[[int, dict], tuple[nn.Module, str]]
+# (num_classes, settings, warn) -> (model, "<source>: what was loaded"); warn prints one warning line
+Builder = Callable[[int, dict, Callable[[str], None]], tuple[nn.Module, str]]
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,13 @@ def get_spec(name: str) -> ModelSpec:
     raise UserError(f"unknown model '{name}'{hint}valid: {valid}")
 
 
-def create_model(name: str, num_classes: int, settings: dict | None = None) -> tuple[nn.Module, str]:
-    """Model `name` for num_classes classes, settings layered over its defaults; and what it loaded."""
+def create_model(
+    name: str, num_classes: int, settings: dict | None = None, warn: Callable[[str], None] = print
+) -> tuple[nn.Module, str]:
+    """Model `name` for num_classes classes, settings layered over its defaults; and what it loaded
+    (`<source>: ...`, source random | imagenet (or another weights name) | file)."""
     spec = get_spec(name)
-    return spec.build(num_classes, spec.defaults | (settings or {}))
+    return spec.build(num_classes, spec.defaults | (settings or {}), warn)
 
 
 def count_parameters(name: str, num_classes: int = 12, settings: dict | None = None) -> int:

@@ -1,4 +1,5 @@
-"""segmentation_models_pytorch baselines: random init by default, encoder weights only from a local file."""
+"""segmentation_models_pytorch baselines; encoder weights by name (SMP's own sources, see models.pretrained) or
+from a local file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from competition.core.errors import UserError
-from models.fcn import read_state_dict
+from models.pretrained import LITE0, Warn, encoder_weights, fit_in_order, read_weights
 
 MIN_SIZE = {"pan": 128}  # PAN's feature pyramid attention pools its stride-16 map three times
 
@@ -37,10 +38,16 @@ class PadToMultiple(nn.Module):
         return self.model(F.pad(x, (0, pw, 0, ph)))[..., :h, :w]
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | Path) -> str:
-    """Load a local state dict file into an SMP encoder (strict keys and shapes). Returns what was loaded."""
+def load_encoder_weights(encoder: nn.Module, path: str | Path, name: str = "") -> str:
+    """Load a state dict file into an SMP encoder (strict keys and shapes). Returns what was loaded.
+
+    The EfficientNet-Lite0 package's checkpoint (efficientnet_pytorch names) is mapped one to one, in order,
+    onto the encoder's tensors, each shape checked.
+    """
     path = Path(path)
-    state = read_state_dict(path, "encoder weights")
+    state = read_weights(path, "encoder weights")
+    if name == LITE0 and "_conv_stem.weight" in state:
+        state = fit_in_order(state, encoder.state_dict(), path)
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -49,14 +56,17 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> str:
     return f"encoder weights ({len(state)} tensors) from {path}"
 
 
-def build_smp(num_classes: int, settings: dict, *, arch: str) -> tuple[nn.Module, str]:
-    """SMP `arch` from settings `encoder` (name) and `encoder_weights` (a local state dict file or None)."""
+def build_smp(num_classes: int, settings: dict, warn: Warn = print, *, arch: str) -> tuple[nn.Module, str]:
+    """SMP `arch` from settings `encoder` (name) and `encoder_weights` (null, auto, a name the encoder offers
+    such as imagenet, or a state dict file). Returns the model and `<source>: what was loaded`."""
     encoder = str(settings.get("encoder", "resnet34"))
     if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
         close = difflib.get_close_matches(encoder, smp.encoders.get_encoder_names(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"unknown encoder '{encoder}' for {arch}{hint}")
     model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes)
-    weights = settings.get("encoder_weights")
-    what = load_encoder_weights(model.encoder, weights) if weights else "random init (no weights file given)"
-    return PadToMultiple(model, min_size=MIN_SIZE.get(arch, 0)), f"{arch}/{encoder}: {what}"
+    weights = encoder_weights(settings.get("encoder_weights"), encoder, warn)
+    what = weights.detail
+    if weights.path is not None:
+        what = f"{load_encoder_weights(model.encoder, weights.path, encoder)} ({weights.detail})"
+    return PadToMultiple(model, min_size=MIN_SIZE.get(arch, 0)), f"{weights.source}: {arch}/{encoder}: {what}"

@@ -127,3 +127,12 @@ def postgres_url():
     yield started.stdout.strip()
     subprocess.run([str(script), "stop", str(data)], capture_output=True)
     subprocess.run(["rm", "-rf", str(data)])
+
+
+@pytest.fixture(autouse=True)
+def offline_weights(tmp_path, monkeypatch):
+    """No test downloads weights: `auto` falls back to random init at once; library caches are per test."""
+    monkeypatch.setenv("COMPETITION_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))

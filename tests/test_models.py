@@ -40,7 +40,7 @@ def test_fcn_parameter_count(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(FCN_PARAMS))
 def test_fcn_output_is_input_sized_and_zero_at_init(name: str) -> None:
     model, what = create_model(name, 12)
-    assert what == "random init (no weights file given)"
+    assert what == "random: random init"
     model.eval()
     with torch.no_grad():
         for size in ODD_SIZES:
@@ -52,7 +52,7 @@ def test_fcn_output_is_input_sized_and_zero_at_init(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(FCN_PARAMS))
 def test_fcn_batch_norm_variant(name: str) -> None:
     model, what = create_model(name, 12, {"norm": "batch"})
-    assert what == "random init (no weights file given)"
+    assert what == "random: random init"
     assert (
         sum(p.numel() for p in model.parameters())
         == FCN_PARAMS[name] + BN_PARAMS
@@ -93,7 +93,7 @@ def test_vgg16_weights_load(tmp_path) -> None:
     path = tmp_path / "vgg16.pth"
     torch.save(vgg.state_dict(), path)
     model, what = create_model("fcn16s", 12, {"weights": str(path)})
-    assert what == f"VGG16 conv weights (26 tensors) + fc7 from {path}; fc6 random"
+    assert what == f"file: VGG16 conv weights (26 tensors) + fc7 from {path}; fc6 random"
     assert torch.equal(model.features[0].weight, vgg.features[0].weight)
     assert torch.equal(model.features[28].bias, vgg.features[28].bias)
     assert torch.equal(model.fc7.weight.flatten(1), vgg.classifier[3].weight)
@@ -106,7 +106,7 @@ def test_vgg16_bn_weights_load(tmp_path) -> None:
     path = tmp_path / "vgg16_bn.pth"
     torch.save(vgg.state_dict(), path)
     model, what = create_model("fcn8s", 12, {"weights": str(path), "norm": "batch"})
-    assert what == f"VGG16-BN conv weights (91 tensors) + fc7 from {path}; fc6 random"
+    assert what == f"file: VGG16-BN conv weights (91 tensors) + fc7 from {path}; fc6 random"
     assert torch.equal(model.features[1].running_var, vgg.features[1].running_var)
     assert torch.equal(model.features[40].weight, vgg.features[40].weight)
     with pytest.raises(UserError, match=r"vgg16_bn.pth: not a torchvision vgg16\(\) state dict"):
@@ -126,7 +126,7 @@ def test_vgg16_wrong_keys_is_user_error(tmp_path, state: dict) -> None:
 @pytest.mark.parametrize("name", SMP_MODELS)
 def test_smp_builds_and_keeps_input_size(name: str) -> None:
     model, what = create_model(name, 12, {"encoder": "resnet18"})
-    assert what == f"{name}/resnet18: random init (no weights file given)"
+    assert what == f"random: {name}/resnet18: random init"
     model.eval()
     sizes = [(64, 64), (45, 70)] if name in ("unet", "pan") else [(64, 64)]
     with torch.no_grad():
@@ -139,7 +139,7 @@ def test_smp_encoder_weights(tmp_path) -> None:
     path = tmp_path / "enc.pth"
     torch.save(source.model.encoder.state_dict(), path)
     model, what = create_model("fpn", 4, {"encoder": "resnet18", "encoder_weights": str(path)})
-    assert what.startswith("fpn/resnet18: encoder weights") and str(path) in what
+    assert what.startswith("file: fpn/resnet18: encoder weights") and str(path) in what
     assert torch.equal(model.model.encoder.conv1.weight, source.model.encoder.conv1.weight)
     with pytest.raises(UserError, match="enc.pth"):
         create_model("unet", 4, {"encoder": "resnet34", "encoder_weights": str(path)})

@@ -31,8 +31,8 @@ DEFAULTS: dict[str, Any] = {
     # model (model-specific keys: encoder, encoder_weights for smp; weights, dropout, norm for fcn)
     "model": None,
     "encoder": "resnet34",
-    "encoder_weights": None,
-    "weights": None,
+    "encoder_weights": "auto",  # smp: null | auto | imagenet (or another name the encoder offers) | a file
+    "weights": "auto",  # fcn: null | auto | imagenet (torchvision's VGG16 / VGG16-BN) | a file
     "dropout": 0.5,
     "norm": "none",  # fcn backbone: none (VGG16, the seed's) | batch (VGG16-BN, trains from random init)
     # optimisation

@@ -42,6 +42,7 @@ def leaderboard_rows(runs_dir: Path) -> list[dict[str, Any]]:
                 "miou_image": info.get("miou_image"),
                 "miou_dataset": info.get("miou_dataset"),
                 "background_only": bool(info.get("background_only", False)),
+                "init": str(info.get("init", "")).split(":")[0],  # random | imagenet | file | ...
                 "study": f"{trial['study']}#{trial['number']}" if trial else "",
                 "settings": _settings(info, cfg),
                 "date": info.get("finished", info.get("created", "")),
@@ -55,7 +56,8 @@ def _settings(info: dict[str, Any], cfg: dict[str, Any]) -> str:
     """A run's key settings, or an ensemble's members and weights."""
     if info.get("kind") == "ensemble":
         return ", ".join(f"{m}*{w:.2f}" for m, w in zip(info["members"], info["weights"], strict=True))
-    return describe_settings(cfg)
+    init = str(info.get("init", "")).split(":")[0]
+    return describe_settings(cfg) + (f", init={init}" if init else "")
 
 
 def describe_settings(cfg: dict[str, Any]) -> str:

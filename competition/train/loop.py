@@ -110,6 +110,7 @@ class Fold:
     val_loader: DataLoader
     val_set: SegmentationDataset
     state: dict[str, Any]
+    init: str  # what the weights were initialised from (`<source>: ...`)
 
 
 def train_fold(setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, float], None]) -> dict[str, Any]:
@@ -139,7 +140,7 @@ def build_fold(setup: Setup, fold: int, out: Path) -> Fold:
         torch.backends.cudnn.benchmark = True
     seed_everything(int(cfg["seed"]) + fold)
     train_loader, val_loader, val_set = loaders(setup, fold)
-    model = build_model(setup)
+    model, init = build_model(setup)
     weights = class_weights(setup, setup.folds.train_ids(fold))
     loss_fn = MixedLoss(cfg["loss"], setup.classes.ignore_index, weights).to(device)
     optimizer = build_optimizer(model.parameters(), cfg)
@@ -152,7 +153,7 @@ def build_fold(setup: Setup, fold: int, out: Path) -> Fold:
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         setup.log(f"fold {fold}: resuming after epoch {state['epoch']} (best {state['best']:.4f})")
-    return Fold(fold, out, model, loss_fn, optimizer, scheduler, train_loader, val_loader, val_set, state)
+    return Fold(fold, out, model, loss_fn, optimizer, scheduler, train_loader, val_loader, val_set, state, init)
 
 
 def record_epoch(
@@ -207,6 +208,7 @@ def finish_fold(f: Fold, setup: Setup) -> dict[str, Any]:
         "epochs_run": f.state["epoch"],
         "n_train": len(setup.folds.train_ids(f.index)),
         "n_val": len(setup.folds.val_ids[f.index]),
+        "init": f.init,
     }
     write_json(f.out / "result.json", result)
     (f.out / "last.pt").unlink(missing_ok=True)

@@ -99,10 +99,11 @@ def loaders(setup: Setup, fold: int) -> tuple[DataLoader, DataLoader, Segmentati
     return train_loader, val_loader, val_set
 
 
-def build_model(setup: Setup) -> torch.nn.Module:
-    model, loaded = models.create_model(setup.cfg["model"], setup.classes.num_classes, setup.cfg)
+def build_model(setup: Setup) -> tuple[torch.nn.Module, str]:
+    """The run's model on its device, and what its weights were initialised from (`<source>: ...`)."""
+    model, loaded = models.create_model(setup.cfg["model"], setup.classes.num_classes, setup.cfg, setup.log)
     setup.log(f"model {setup.cfg['model']}: {loaded}")
     model = model.to(setup.device)
     if setup.cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    return model
+    return model, loaded

@@ -47,6 +47,7 @@ def summarize_run(
         "miou_image": float(np.mean([r["miou_image"] for r in results])),
         "miou_dataset": float(np.mean([r["miou_dataset"] for r in results])),
         "background_only": background_only,
+        "init": results[0].get("init", "") if results else "",
         "folds": results,
         "dir": str(run_dir),
     }

