@@ -25,7 +25,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     _data_option(p)
     p.add_argument("--folds", type=int, help="number of folds (default 5)")
     p.add_argument("--epochs", type=int, help="epochs per fold")
-    p.add_argument("--image-size", type=int, help="training and validation image size (square)")
+    p.add_argument("--image-size", help="training and validation image size: S (square) or HxW, e.g. 384x512")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int, help="seed of folds, initialisation and sampling (default 42)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto = GPU when present")

@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "norm": "none",  # fcn backbone: none (VGG16, the seed's) | batch (VGG16-BN, trains from random init)
     # optimisation
     "epochs": 30,
-    "image_size": 256,
+    "image_size": 256,  # S (square) or "HxW" (non-square); submissions stay 256x256
     "batch_size": 8,
     "optimizer": "adamw",  # adam | adamw | sgd
     "lr": 1e-4,
@@ -49,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "class_weights": None,  # None | "auto" (inverse sqrt of pixel frequency) | list of floats
     "grad_clip": 0.0,  # max gradient norm; 0 = off
     "early_stop": 0,  # patience in epochs; 0 = off
+    "ema": 0.0,  # weight averaging: EMA decay (e.g. 0.999, updated every optimiser step); 0 = off
+    "swa": 0,  # weight averaging: SWA over the last N epochs (BatchNorm recomputed); 0 = off
     "metric": "image",  # ranking metric: image (per-image mIoU, run A leaderboard) | dataset
     # augmentation
     "aug_hflip": 0.5,
@@ -58,11 +60,13 @@ DEFAULTS: dict[str, Any] = {
     "aug_color": 0.2,
     # machinery
     "device": "auto",  # auto | cpu | cuda
-    "amp": True,  # bf16 autocast on CUDA
+    "amp": "auto",  # auto (CUDA: bf16 where supported, else fp16 + gradient scaler; CPU: off) | bf16 | fp16 | off
+    "accum": 1,  # gradient accumulation: optimizer steps every `accum` batches
     "channels_last": True,
     "num_workers": 2,
     "save_oof": True,
     "overlays": 4,  # prediction overlay PNGs per fold
+    "val_tta": "none",  # TTA views of validation and out-of-fold probabilities (as --tta): none, hflip, d4, ...
 }
 
 # Used instead of the defaults on the embedded sample dataset, so the main job takes minutes on 2 CPU cores.
@@ -76,6 +80,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "metric": ("image", "dataset"),
     "norm": ("none", "batch"),
     "device": ("auto", "cpu", "cuda"),
+    "amp": ("auto", "bf16", "fp16", "off"),
 }
 # Type and range of every other setting: (kind, low, high); None = unbounded. Kinds: int, float, bool, text,
 # optional-text (None allowed), and the special ones checked below (classes, loss, class_weights, fold).
@@ -90,7 +95,9 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "weights": ("optional-text", None, None),
     "dropout": ("float", 0.0, 0.99),
     "epochs": ("int", 1, 100_000),
-    "image_size": ("int", 8, 8192),
+    "accum": ("int", 1, 1024),
+    "ema": ("float", 0.0, 0.99999),
+    "swa": ("int", 0, 100_000),
     "batch_size": ("int", 1, 100_000),
     "lr": ("float", 1e-12, 10.0),
     "weight_decay": ("float", 0.0, 1.0),
@@ -103,17 +110,16 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "aug_scale_min": ("float", 0.05, 20.0),
     "aug_scale_max": ("float", 0.05, 20.0),
     "aug_color": ("float", 0.0, 1.0),
-    "amp": ("bool", None, None),
     "channels_last": ("bool", None, None),
     "num_workers": ("int", 0, 256),
     "save_oof": ("bool", None, None),
     "overlays": ("int", 0, 10_000),
 }
-SPECIAL = ("classes", "loss", "class_weights", "fold")
+SPECIAL = ("classes", "loss", "class_weights", "fold", "image_size", "val_tta")
 # Settings that change how fast a run goes, not what it learns: never "fixed", free to change on resume.
 MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof"})
 # Settings `predict` and `ensemble` take with --set (the rest is the run's own).
-PREDICTION_KEYS = ("batch_size", "device", "num_workers", "amp", "channels_last")
+PREDICTION_KEYS = ("batch_size", "device", "num_workers", "amp", "channels_last", "image_size")
 
 
 def parse_value(text: str) -> Any:
@@ -158,6 +164,8 @@ def check_setting(key: str, value: Any, source: str = "setting") -> Any:
     def bad(allowed: str) -> UsageError:
         return UsageError(f"{source}: {key}={value!r}: expected {allowed}")
 
+    if key == "amp" and isinstance(value, bool):  # run folders before amp had modes: true/false
+        value = "auto" if value else "off"
     if key in CHOICES:
         if value not in CHOICES[key]:
             raise bad(f"one of {', '.join(CHOICES[key])}")
@@ -208,6 +216,15 @@ def _check_special(key: str, value: Any, bad: Any) -> Any:
         if number is None or number < 0:
             raise bad("a fold index >= 0 (or null for every fold)")
         return number
+    if key == "val_tta":
+        if not isinstance(value, str) or not _TTA.fullmatch(value.replace(" ", "")):
+            raise bad("none, or TTA views as --tta takes them: hflip, vflip, d4 and scales, e.g. d4 or hflip,0.75,1")
+        return value
+    if key == "image_size":
+        hw = _image_hw(value)
+        if hw is None or not all(8 <= n <= 8192 for n in hw):
+            raise bad("a size S or HxW, each side in 8..8192")
+        return hw[0] if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
     if key == "classes":
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise bad("a mapping of category -> keep | ignore | merge:<category>")
@@ -246,6 +263,24 @@ def parse_loss(spec: str) -> list[tuple[float, str]]:
             )
         terms.append((float(m.group(1) or 1.0), m.group(2)))
     return terms
+
+
+_TTA = re.compile(r"none|(?:(?:hflip|vflip|d4|\d*\.?\d+),?)+")
+
+
+def _image_hw(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, str) and "x" in value.lower():
+        parts = [_number(p, integer=True) for p in value.lower().split("x", 1)]
+        return (parts[0], parts[1]) if None not in parts else None
+    side = _number(value, integer=True)
+    return None if side is None else (side, side)
+
+
+def image_hw(cfg: dict[str, Any]) -> tuple[int, int]:
+    """The training and validation size (height, width) of a resolved configuration."""
+    hw = _image_hw(cfg["image_size"])
+    assert hw is not None, cfg["image_size"]
+    return hw
 
 
 def split_set(item: str, source: str = "--set") -> tuple[str, Any]:
@@ -311,13 +346,17 @@ def resolve(
 
 def validate(cfg: dict[str, Any], source: str = "setting") -> dict[str, Any]:
     """Check every setting (type and range) and the relations between them; normalises values in place."""
-    for key in DEFAULTS:
-        cfg[key] = check_setting(key, cfg.get(key), source)
+    for key in DEFAULTS:  # a key missing (a run folder older than the setting) takes the default
+        cfg[key] = check_setting(key, cfg.get(key, DEFAULTS[key]), source)
     if cfg["aug_scale_min"] > cfg["aug_scale_max"]:
         raise UsageError(
             f"{source}: aug_scale_min={cfg['aug_scale_min']} > aug_scale_max={cfg['aug_scale_max']}: "
             "expected min <= max"
         )
+    if cfg["ema"] and cfg["swa"]:
+        raise UsageError(f"{source}: ema={cfg['ema']} and swa={cfg['swa']}: choose one weight average")
+    if cfg["swa"] > cfg["epochs"]:
+        raise UsageError(f"{source}: swa={cfg['swa']}: averages more epochs than epochs={cfg['epochs']}")
     return cfg
 
 

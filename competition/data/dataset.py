@@ -1,7 +1,7 @@
 """The torch Dataset: (image, mask) pairs with torchvision.transforms.v2 joint transforms.
 
-Training items are resized to image_size x image_size and augmented jointly (random scale and crop, flips,
-colour jitter). Evaluation items give the image at image_size and the mask at the submission resolution
+Training items are resized to image_size (S x S, or H x W) and augmented jointly (random scale and crop,
+flips, colour jitter). Evaluation items give the image at image_size and the mask at the submission resolution
 (256 x 256, nearest as OpenCV does it) so validation measures exactly what the leaderboard measures.
 Masks come from the on-disk cache (competition.data.masks), never from pycocotools.
 """
@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 
 from competition.data.coco import ImageInfo, read_image
 from competition.data.masks import MaskStore
+from competition.core.config import image_hw
 from competition.core.geometry import SUBMISSION_SIZE, resize_nearest
 
 MEAN = (0.485, 0.456, 0.406)
@@ -28,12 +29,13 @@ STD = (0.229, 0.224, 0.225)
 
 def train_transform(cfg: dict[str, Any]) -> v2.Transform:
     """Resize, random scale and crop back to size, flips, colour jitter, normalise (image and mask jointly)."""
-    size = cfg["image_size"]
-    steps: list[v2.Transform] = [v2.Resize((size, size), antialias=True)]
+    size = image_hw(cfg)
+    steps: list[v2.Transform] = [v2.Resize(size, antialias=True)]
     lo, hi = cfg["aug_scale_min"], cfg["aug_scale_max"]
     if (lo, hi) != (1.0, 1.0):
+        short = min(size)  # RandomResize scales the shorter side, keeping the aspect ratio
         steps += [
-            v2.RandomResize(max(8, int(size * lo)), max(9, int(size * hi) + 1), antialias=True),
+            v2.RandomResize(max(8, int(short * lo)), max(9, int(short * hi) + 1), antialias=True),
             v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Mask: cfg["ignore_index"], "others": 0}),
         ]
     if cfg["aug_hflip"] > 0:
@@ -47,9 +49,8 @@ def train_transform(cfg: dict[str, Any]) -> v2.Transform:
 
 
 def eval_transform(cfg: dict[str, Any]) -> v2.Transform:
-    """Resize the image to image_size x image_size and normalise."""
-    size = cfg["image_size"]
-    return v2.Compose([v2.Resize((size, size), antialias=True), *_to_float()])
+    """Resize the image to image_size and normalise."""
+    return v2.Compose([v2.Resize(image_hw(cfg), antialias=True), *_to_float()])
 
 
 def _to_float() -> list[v2.Transform]:

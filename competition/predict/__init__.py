@@ -2,12 +2,21 @@
 `predict RUN` (every fold of a run on test.json -> probabilities and a submission).
 """
 
-from competition.predict.inference import View, autocast, describe_views, parse_tta, pick_device, predict_probs
+from competition.predict.inference import (
+    View,
+    amp_dtype,
+    autocast,
+    describe_views,
+    parse_tta,
+    pick_device,
+    predict_probs,
+)
 from competition.predict.probs import ProbsWriter, read_probs, write_probs
 from competition.predict.run import fold_checkpoints, load_fold_model, predict_run, run_classes
 
 __all__ = [
     "View",
+    "amp_dtype",
     "autocast",
     "describe_views",
     "parse_tta",

@@ -26,29 +26,52 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when `amp`; nothing on CPU."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def amp_dtype(device: torch.device, amp: str | bool) -> torch.dtype | None:
+    """The autocast dtype of setting `amp` on `device`: auto = bf16 on CUDA where supported, else fp16 (which
+    needs a gradient scaler in training), and off on CPU; bf16 also runs on CPU; fp16 only on CUDA."""
+    amp = {True: "auto", False: "off"}.get(amp, amp)
+    if amp == "off" or (device.type != "cuda" and amp == "auto"):
+        return None
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("setting amp=fp16: needs a CUDA device (use bf16 or off on CPU)")
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, amp: str | bool) -> contextlib.AbstractContextManager:
+    """Mixed precision as setting `amp` asks (see amp_dtype); nothing when it resolves to off."""
+    dtype = amp_dtype(device, amp)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 @dataclass(frozen=True)
 class View:
-    """One TTA view: resize by `scale`, optionally flip (dims 3 = horizontal, 2 = vertical)."""
+    """One TTA view: resize by `scale`, rotate by `rot` x 90 degrees, then optionally flip (dims 3 =
+    horizontal, 2 = vertical). The prediction is mapped back by the inverse steps in reverse order."""
 
     scale: float = 1.0
     flip: int | None = None
+    rot: int = 0
+
+
+D4 = [(rot, flip) for rot in range(4) for flip in (None, 3)]  # the 8 symmetries of the square
 
 
 def parse_tta(spec: str | None) -> list[View]:
-    """`"hflip,vflip,0.75,1,1.25"` -> every scale with no flip and with each flip (3 x 3 = 9 views)."""
+    """`"hflip,vflip,0.75,1,1.25"` -> every scale with no flip and with each flip (3 x 3 = 9 views);
+    `"d4"` (or `"d4,0.75,1,1.25"`) -> the 8 rotations x flip at every scale (square inputs only)."""
     if not spec or spec == "none":
         return [View()]
     flips: list[int | None] = [None]
     scales: list[float] = []
+    d4 = False
     for item in (s.strip() for s in spec.split(",") if s.strip()):
-        if item in ("hflip", "vflip"):
+        if item == "d4":
+            d4 = True
+        elif item in ("hflip", "vflip"):
             flips.append(3 if item == "hflip" else 2)
         else:
             try:
@@ -57,6 +80,10 @@ def parse_tta(spec: str | None) -> list[View]:
                 raise UserError(f"--tta {spec!r}: {item!r} is neither hflip, vflip nor a scale") from None
             if not 0.1 <= scales[-1] <= 4:
                 raise UserError(f"--tta {spec!r}: scale {item} out of range 0.1..4")
+    if d4 and len(flips) > 1:
+        raise UserError(f"--tta {spec!r}: d4 already holds every flip; drop hflip/vflip")
+    if d4:
+        return [View(s, f, r) for s in (scales or [1.0]) for r, f in D4]
     return [View(s, f) for s in (scales or [1.0]) for f in flips]
 
 
@@ -65,7 +92,7 @@ def predict_probs(
     model: torch.nn.Module,
     images: torch.Tensor,
     views: list[View] | None = None,
-    amp: bool = True,
+    amp: str | bool = "auto",
     channels_last: bool = True,
     size: int = SUBMISSION_SIZE,
 ) -> torch.Tensor:
@@ -74,8 +101,12 @@ def predict_probs(
     total = None
     for view in views:
         x = images
+        if view.rot and x.shape[-1] != x.shape[-2]:
+            raise UserError(f"TTA d4 rotates the image: it needs square inputs, got {x.shape[-2]}x{x.shape[-1]}")
         if view.scale != 1.0:
             x = F.interpolate(x, scale_factor=view.scale, mode="bilinear", align_corners=False)
+        if view.rot:
+            x = x.rot90(view.rot, dims=(2, 3))
         if view.flip is not None:
             x = x.flip(view.flip)
         if channels_last:
@@ -84,6 +115,8 @@ def predict_probs(
             logits = model(x)
         if view.flip is not None:
             logits = logits.flip(view.flip)
+        if view.rot:
+            logits = logits.rot90(-view.rot, dims=(2, 3))
         logits = F.interpolate(logits.float(), size=(size, size), mode="bilinear", align_corners=False)
         probs = logits.softmax(1)
         total = probs if total is None else total.add_(probs)
@@ -95,4 +128,4 @@ def describe_views(views: Sequence[View]) -> list[str]:
     if list(views) == [View()]:
         return []
     flips = {None: "", 3: "+hflip", 2: "+vflip"}
-    return [f"{v.scale:g}{flips[v.flip]}" for v in views]
+    return [f"{v.scale:g}{f'+rot{90 * v.rot}' if v.rot else ''}{flips[v.flip]}" for v in views]

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from competition.data import SegmentationDataset
-from competition.predict import predict_probs, write_probs
+from competition.predict import describe_views, parse_tta, predict_probs, write_probs
 from competition.submit import MeanIoU, Scores
 from competition.train.plots import save_overlays
 from competition.train.setup import Setup
@@ -25,14 +25,16 @@ def evaluate(
     model.eval()
     metric = MeanIoU(classes.num_classes, classes.ignore_index, device=device)
     nll, pixels = 0.0, 0
+    views = parse_tta(cfg["val_tta"])  # validation sees the views the test set will (out-of-fold too)
     writer = None
     if oof_dir is not None:
         images = [im.file_name for im in val_set.images]
-        writer = write_probs(oof_dir / "oof.npy", images, list(classes.names), member=str(oof_dir))
+        meta = {"member": str(oof_dir), "tta": describe_views(views)}
+        writer = write_probs(oof_dir / "oof.npy", images, list(classes.names), **meta)
     overlays = int(cfg["overlays"]) if oof_dir is not None else 0
     for images, targets in loader:
         images, targets = images.to(device), targets.to(device)
-        probs = predict_probs(model, images, amp=cfg["amp"], channels_last=cfg["channels_last"])
+        probs = predict_probs(model, images, views, amp=cfg["amp"], channels_last=cfg["channels_last"])
         pred = probs.argmax(1)
         metric.update(pred, targets)
         valid = targets != classes.ignore_index

@@ -8,6 +8,7 @@ and an unfinished fold continues from its last epoch.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -29,8 +30,9 @@ from competition.core.runs import fold_dir, now, update_run
 from competition.data import (
     SegmentationDataset,
 )
-from competition.predict import autocast
+from competition.predict import amp_dtype, autocast
 from competition.submit import Scores, ranking_value
+from competition.train.averaging import WeightAverage
 from competition.train.evaluate import evaluate
 from competition.train.losses import MixedLoss
 from competition.train.optim import build_optimizer, build_scheduler
@@ -111,6 +113,8 @@ class Fold:
     val_set: SegmentationDataset
     state: dict[str, Any]
     init: str  # what the weights were initialised from (`<source>: ...`)
+    average: WeightAverage  # EMA / SWA (or nothing)
+    scaler: torch.amp.GradScaler | None  # fp16 mixed precision only
 
 
 def train_fold(setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, float], None]) -> dict[str, Any]:
@@ -123,7 +127,8 @@ def train_fold(setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, floa
         start = time.time()
         desc = f"fold {fold} epoch {epoch + 1}/{epochs}"
         train_loss = train_epoch(f, setup, desc)
-        scores, val_loss = evaluate(f.model, f.val_loader, setup)
+        f.average.after_epoch(f.model, epoch + 1)
+        scores, val_loss = evaluate(f.average.evaluated(f.model), f.val_loader, setup)
         record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
         on_epoch(epoch, f.state["best"])
         if cfg["early_stop"] and f.state["stale"] >= int(cfg["early_stop"]):
@@ -144,16 +149,22 @@ def build_fold(setup: Setup, fold: int, out: Path) -> Fold:
     weights = class_weights(setup, setup.folds.train_ids(fold))
     loss_fn = MixedLoss(cfg["loss"], setup.classes.ignore_index, weights).to(device)
     optimizer = build_optimizer(model.parameters(), cfg)
-    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+    scheduler = build_scheduler(optimizer, cfg, math.ceil(len(train_loader) / int(cfg["accum"])))
+    average = WeightAverage(model, cfg)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype(device, cfg["amp"]) == torch.float16 else None
     state = {"epoch": 0, "best": -1.0, "best_epoch": -1, "stale": 0, "history": []}
     if (out / "last.pt").exists():
         saved = torch.load(out / "last.pt", map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        average.load_state_dict(saved.get("average"))
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
         state = saved["state"]
         setup.log(f"fold {fold}: resuming after epoch {state['epoch']} (best {state['best']:.4f})")
-    return Fold(fold, out, model, loss_fn, optimizer, scheduler, train_loader, val_loader, val_set, state, init)
+    loaders_ = (train_loader, val_loader, val_set)
+    return Fold(fold, out, model, loss_fn, optimizer, scheduler, *loaders_, state, init, average, scaler)
 
 
 def record_epoch(
@@ -165,7 +176,8 @@ def record_epoch(
     improved = value > state["best"]
     if improved:
         state.update(best=value, best_epoch=epoch, stale=0)
-        save_atomic({"model": f.model.state_dict(), "epoch": epoch, "score": value}, f.out / "best.pt")
+        kept = f.average.evaluated(f.model).state_dict()
+        save_atomic({"model": kept, "epoch": epoch, "score": value}, f.out / "best.pt")
     else:
         state["stale"] += 1
     state["epoch"] = epoch
@@ -183,6 +195,7 @@ def record_epoch(
         }
     )
     resume = {"optimizer": f.optimizer.state_dict(), "scheduler": f.scheduler.state_dict(), "state": state}
+    resume |= {"average": f.average.state_dict(), "scaler": f.scaler.state_dict() if f.scaler else None}
     save_atomic({"model": f.model.state_dict(), **resume}, f.out / "last.pt")
     write_csv(pd.DataFrame(state["history"]), f.out / "metrics.csv")
     setup.log(
@@ -195,6 +208,7 @@ def record_epoch(
 def finish_fold(f: Fold, setup: Setup) -> dict[str, Any]:
     """The best checkpoint's scores and out-of-fold probabilities; result.json; the resume state removed."""
     cfg = setup.cfg
+    keep_swa(f, setup)
     best = torch.load(f.out / "best.pt", map_location=setup.device, weights_only=True)
     f.model.load_state_dict(best["model"])
     oof_dir = f.out if cfg["save_oof"] else None
@@ -216,31 +230,66 @@ def finish_fold(f: Fold, setup: Setup) -> dict[str, Any]:
     return result
 
 
+def keep_swa(f: Fold, setup: Setup) -> None:
+    """With SWA: its average (BatchNorm recomputed) becomes the fold's kept checkpoint."""
+    swa = f.average.final(f.model, f.train_loader, setup.device)
+    if swa is None:
+        return
+    scores, _ = evaluate(swa, f.val_loader, setup)
+    value = ranking_value(scores, setup.cfg["metric"])
+    save_atomic({"model": swa.state_dict(), "epoch": f.state["epoch"], "score": value}, f.out / "best.pt")
+    setup.log(
+        f"fold {f.index}: SWA of the last {f.average.swa} epochs: mIoU {value:.4f} (best single epoch "
+        f"{f.state['best']:.4f}); the SWA model is kept"
+    )
+
+
 def train_epoch(f: Fold, setup: Setup, desc: str) -> float:
-    """One pass over the training fold; returns the mean loss (NonFiniteLoss on NaN/inf)."""
+    """One pass over the training fold; returns the mean loss (NonFiniteLoss on NaN/inf).
+
+    The optimiser steps every `accum` batches (and after the last one), through the gradient scaler with fp16.
+    """
     cfg, device = setup.cfg, setup.device
-    model, loss_fn, optimizer, scheduler = f.model, f.loss_fn, f.optimizer, f.scheduler
+    model, loss_fn, optimizer = f.model, f.loss_fn, f.optimizer
+    accum, batches = int(cfg["accum"]), len(f.train_loader)
     model.train()
+    optimizer.zero_grad(set_to_none=True)
     total, count = 0.0, 0
-    for images, targets in tqdm(f.train_loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
+    for i, (images, targets) in enumerate(
+        tqdm(f.train_loader, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+    ):
         images = images.to(device, non_blocking=True)
         if cfg["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
         with autocast(device, cfg["amp"]):
             logits = model(images)
-        loss = loss_fn(logits, targets)
+        loss = loss_fn(logits.float(), targets)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"{desc}: loss is {loss.item()} (lr {optimizer.param_groups[0]['lr']:.3g})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
-        optimizer.step()
-        scheduler.step()
+        scaled = loss / accum
+        (f.scaler.scale(scaled) if f.scaler else scaled).backward()
+        if (i + 1) % accum == 0 or i + 1 == batches:
+            optimizer_step(f, cfg)
         total += loss.item() * len(images)
         count += len(images)
     return total / max(1, count)
+
+
+def optimizer_step(f: Fold, cfg: dict[str, Any]) -> None:
+    """Clip (after unscaling), step the optimiser (through the scaler), the schedule and the EMA."""
+    if f.scaler is not None:
+        f.scaler.unscale_(f.optimizer)
+    if cfg["grad_clip"]:
+        torch.nn.utils.clip_grad_norm_(f.model.parameters(), float(cfg["grad_clip"]))
+    if f.scaler is not None:
+        f.scaler.step(f.optimizer)
+        f.scaler.update()
+    else:
+        f.optimizer.step()
+    f.optimizer.zero_grad(set_to_none=True)
+    f.scheduler.step()
+    f.average.after_step(f.model)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
