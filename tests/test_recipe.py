@@ -119,3 +119,59 @@ def test_swa_keeps_the_average_with_recomputed_batchnorm(sample_root, tmp_path, 
           "--set", "swa=2"])  # fmt: skip
     out = capsys.readouterr().out
     assert len(re.findall(r"fold \d: SWA of the last 2 epochs: mIoU [0-9.]+ .*the SWA model is kept", out)) == 2
+
+
+def test_balanced_sampler_weights_follow_the_rarest_class():
+    """Images holding a class that few images hold are drawn more often; weights sum to 1."""
+    import numpy as np
+
+    from competition.data import balanced_weights, build_class_table
+
+    classes = build_class_table([{"id": 0, "name": "common"}, {"id": 1, "name": "rare"}])
+    masks = {1: np.array([[0, 1]]), 2: np.array([[0, 1]]), 3: np.array([[0, 1]]), 4: np.array([[1, 2]]),
+             5: np.array([[0, 0]])}  # fmt: skip
+    weights = balanced_weights([1, 2, 3, 4, 5], masks, classes)
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[3] == pytest.approx(4 * weights[0])  # rare: 1 image of 5; common: 4 images
+    assert weights[4] == pytest.approx(weights[0])  # background only: as the most common class
+
+
+def test_copy_paste_follows_class_table_and_overlap_policy(tmp_path):
+    import numpy as np
+
+    from competition.data import DataRoot, write_sample_dataset
+    from competition.data.rare import CopyPaste
+
+    root = write_sample_dataset(tmp_path / "s", n_train=12, n_test=2, size=48)
+    data = DataRoot(root)
+    coco = data.coco("train_all")
+    ids = coco.image_ids
+    for policy, overlap in (({}, "max"), ({"UNKNOWN": "ignore"}, "small-on-top")):
+        classes = data.classes(policy)
+        masks = data.masks("train_all", classes, overlap)
+        paste = CopyPaste(root, coco, ids, classes, overlap, p=1.0)
+        counts = np.array([len(group) for group in paste.objects])
+        assert paste.class_p[counts.argmin()] == paste.class_p.max()  # the rarest class is drawn most
+        rng = np.random.default_rng(0)
+        changed = 0
+        for image_id in ids:
+            info = coco.by_id[image_id]
+            image = np.zeros((info.height, info.width, 3), np.uint8)
+            before = masks[image_id].copy()
+            new_image, new_mask = paste(image, before, rng)
+            assert new_mask.shape == before.shape and new_image.shape == image.shape
+            on = new_image.any(-1)  # the pasted object's pixels (the target image was black)
+            changed += int(on.any())
+            allowed = set(classes.value_of.values())
+            assert set(np.unique(new_mask[on])) <= allowed | set(np.unique(before[on]))
+            if overlap == "max":  # never lowers a label except over ignored pixels
+                keep = before != classes.ignore_index
+                assert (new_mask[keep] >= before[keep]).all()
+            assert (new_mask[~on] == before[~on]).all()  # nothing outside the object changes
+        assert changed >= len(ids) * 0.8
+
+
+def test_sampler_and_copy_paste_train_end_to_end(sample_root, tmp_path, capsys):
+    result = run(capsys, "train", "unet", "--data", str(sample_root), "--runs-dir", str(tmp_path / "runs"), *TINY,
+                 "--image-size", "32", "--set", "sampler=balanced", "--set", "copy_paste=0.5")  # fmt: skip
+    assert len(result["folds"]) == 2

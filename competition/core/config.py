@@ -58,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "aug_scale_min": 0.75,
     "aug_scale_max": 1.25,
     "aug_color": 0.2,
+    "copy_paste": 0.0,  # chance that a training image gets one rare-class object pasted (data/rare.py)
+    "sampler": "shuffle",  # shuffle | balanced (images drawn by their rarest class)
     # machinery
     "device": "auto",  # auto | cpu | cuda
     "amp": "auto",  # auto (CUDA: bf16 where supported, else fp16 + gradient scaler; CPU: off) | bf16 | fp16 | off
@@ -81,6 +83,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm": ("none", "batch"),
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "fp16", "off"),
+    "sampler": ("shuffle", "balanced"),
 }
 # Type and range of every other setting: (kind, low, high); None = unbounded. Kinds: int, float, bool, text,
 # optional-text (None allowed), and the special ones checked below (classes, loss, class_weights, fold).
@@ -110,6 +113,7 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "aug_scale_min": ("float", 0.05, 20.0),
     "aug_scale_max": ("float", 0.05, 20.0),
     "aug_color": ("float", 0.0, 1.0),
+    "copy_paste": ("float", 0.0, 1.0),
     "channels_last": ("bool", None, None),
     "num_workers": ("int", 0, 256),
     "save_oof": ("bool", None, None),

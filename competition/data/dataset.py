@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 
 from competition.data.coco import ImageInfo, read_image
 from competition.data.masks import MaskStore
+from competition.data.rare import CopyPaste
 from competition.core.config import image_hw
 from competition.core.geometry import SUBMISSION_SIZE, resize_nearest
 
@@ -76,21 +77,25 @@ class SegmentationDataset(Dataset):
         masks: MaskStore | None,
         transform: v2.Transform,
         mode: str,
+        paste: CopyPaste | None = None,
     ):
         assert mode in ("train", "eval", "predict")
         self.root, self.source, self.images = Path(root), Path(source), list(images)
-        self.masks, self.transform, self.mode = masks, transform, mode
+        self.masks, self.transform, self.mode, self.paste = masks, transform, mode, paste
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | int]:
         info = self.images[i]
-        pil = read_image(self.root, info, self.source)
-        image = tv_tensors.Image(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1))
+        pixels = np.asarray(read_image(self.root, info, self.source))
+        mask = self.masks[info.id] if self.masks is not None else None
+        if self.paste is not None and self.mode == "train":
+            rng = np.random.default_rng(int(torch.randint(2**31, ())))  # follows the epoch's (and worker's) seed
+            pixels, mask = self.paste(pixels, mask, rng)
+        image = tv_tensors.Image(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
         if self.mode == "predict":
             return self.transform(image), i
-        mask = self.masks[info.id]
         if self.mode == "eval":
             target = torch.from_numpy(resize_nearest(mask, SUBMISSION_SIZE).astype(np.int64))
             return self.transform(image), target

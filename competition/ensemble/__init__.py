@@ -6,4 +6,9 @@ from competition.ensemble.members import Member, read_oof
 from competition.ensemble.soft import ensemble_runs
 from competition.ensemble.vote import vote_csvs
 
-__all__ = ["ensemble_runs", "vote_csvs", "Member", "read_oof"]
+__all__ = [
+    "Member",
+    "read_oof",
+    "ensemble_runs",
+    "vote_csvs",
+]

@@ -16,21 +16,21 @@ from competition.submit.save import SUBMISSIONS, check_name, save_submission, su
 from competition.submit.score import score_submission
 
 __all__ = [
+    "check_submission",
+    "read_submission",
+    "HEADER",
+    "encode_mask",
+    "parse_prediction",
+    "write_submission",
     "MeanIoU",
     "Scores",
     "confusion_matrix",
     "iou_from_confusion",
     "per_image_confusion",
     "ranking_value",
-    "HEADER",
-    "encode_mask",
-    "parse_prediction",
-    "write_submission",
-    "check_submission",
-    "read_submission",
-    "score_submission",
     "SUBMISSIONS",
     "check_name",
     "save_submission",
     "submission_values",
+    "score_submission",
 ]

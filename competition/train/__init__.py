@@ -8,14 +8,14 @@ from competition.train.losses import MixedLoss
 from competition.train.settings import new_run_settings, resume_settings
 
 __all__ = [
-    "EpochHook",
-    "NonFiniteLoss",
-    "train_run",
-    "new_run_settings",
-    "resume_settings",
-    "MixedLoss",
     "describe_settings",
     "format_table",
     "leaderboard_rows",
     "write_leaderboard_csv",
+    "EpochHook",
+    "NonFiniteLoss",
+    "train_run",
+    "MixedLoss",
+    "new_run_settings",
+    "resume_settings",
 ]

@@ -10,17 +10,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 import models
 from competition.core.errors import UserError
 from competition.core.log import Log
 from competition.data import (
     ClassTable,
+    CopyPaste,
     DataRoot,
     Folds,
     MaskStore,
     SegmentationDataset,
+    balanced_weights,
     eval_transform,
     make_folds,
     train_transform,
@@ -82,7 +84,13 @@ def loaders(setup: Setup, fold: int) -> tuple[DataLoader, DataLoader, Segmentati
     coco = data.coco("train_all")
     train_images = [coco.by_id[i] for i in setup.folds.train_ids(fold)]
     val_images = [coco.by_id[i] for i in setup.folds.val_ids[fold]]
-    train_set = SegmentationDataset(data.root, coco.path, train_images, setup.masks, train_transform(cfg), "train")
+    train_ids = setup.folds.train_ids(fold)
+    paste = None
+    if cfg["copy_paste"] > 0:  # objects come from this fold's training images only
+        paste = CopyPaste(data.root, coco, train_ids, setup.classes, cfg["overlap"], cfg["copy_paste"])
+    train_set = SegmentationDataset(
+        data.root, coco.path, train_images, setup.masks, train_transform(cfg), "train", paste
+    )
     val_set = SegmentationDataset(data.root, coco.path, val_images, setup.masks, eval_transform(cfg), "eval")
     workers = int(cfg["num_workers"])
     common = {
@@ -92,9 +100,14 @@ def loaders(setup: Setup, fold: int) -> tuple[DataLoader, DataLoader, Segmentati
     }
     batch = min(int(cfg["batch_size"]), len(train_set))
     generator = torch.Generator().manual_seed(int(cfg["seed"]) + fold)
+    sampler = None
+    if cfg["sampler"] == "balanced":
+        weights = torch.from_numpy(balanced_weights(train_ids, setup.masks, setup.classes))
+        sampler = WeightedRandomSampler(weights, len(train_set), replacement=True, generator=generator)
     train_loader = DataLoader(
-        train_set, batch, shuffle=True, drop_last=len(train_set) > batch, generator=generator, **common
-    )
+        train_set, batch, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > batch,
+        generator=generator, **common,
+    )  # fmt: skip
     val_loader = DataLoader(val_set, batch, shuffle=False, **common)
     return train_loader, val_loader, val_set
 
