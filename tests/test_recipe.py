@@ -130,7 +130,7 @@ def test_balanced_sampler_weights_follow_the_rarest_class():
     classes = build_class_table([{"id": 0, "name": "common"}, {"id": 1, "name": "rare"}])
     masks = {1: np.array([[0, 1]]), 2: np.array([[0, 1]]), 3: np.array([[0, 1]]), 4: np.array([[1, 2]]),
              5: np.array([[0, 0]])}  # fmt: skip
-    weights = balanced_weights([1, 2, 3, 4, 5], masks, classes)
+    weights = balanced_weights((masks[i] for i in [1, 2, 3, 4, 5]), classes)
     assert weights.sum() == pytest.approx(1.0)
     assert weights[3] == pytest.approx(4 * weights[0])  # rare: 1 image of 5; common: 4 images
     assert weights[4] == pytest.approx(weights[0])  # background only: as the most common class

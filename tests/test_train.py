@@ -229,3 +229,13 @@ def test_background_only_runs_are_flagged(tmp_path, capsys):
     table = capsys.readouterr().out.splitlines()
     marked = [line.split()[0] for line in table[1:] if "[predicts background only]" in line]
     assert len(table) == 3 and len(marked) == 1 and "flat" in table[int(marked[0])]
+
+
+def test_a_batch_of_ignored_pixels_has_zero_loss():
+    logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+    target = torch.full((2, 8, 8), 255)
+    for spec in ("ce", "ce+dice", "focal+lovasz"):
+        loss = MixedLoss(spec)(logits, target)
+        assert loss.item() == 0.0
+        loss.backward()
+        assert torch.isfinite(logits.grad).all()

@@ -17,7 +17,7 @@ from competition.core.errors import UsageError
 from competition.core.runs import find_run, new_run_id
 from competition.data import DataRoot, describe_dataset, resolve_data_root, write_sample_dataset
 from competition.ensemble import ensemble_runs, vote_csvs
-from competition.predict import predict_run
+from competition.predict import predict_run, pseudo_label
 from competition.search import SearchRequest, run_search
 from competition.submit import check_submission, score_submission
 from competition.train import (
@@ -117,6 +117,14 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     else:
         runs_dir = Path(args.runs_dir)
         result = ensemble_runs(args.runs, runs_dir, args.name, args.weights, args.data, args.tta, settings, log=log)
+    if args.json:
+        emit_json(result)
+    return 0
+
+
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
+    runs_dir = Path(args.runs_dir)
+    result = pseudo_label(find_run(runs_dir, args.run), runs_dir, args.threshold, args.name, logger(args))
     if args.json:
         emit_json(result)
     return 0

@@ -158,6 +158,16 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="cmd_score")
 
 
+def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pseudo-label", help="a pseudo-labelled set from a run's test probabilities")
+    p.add_argument("run", help="run id, unique id prefix, run folder, trial:STUDY:NUMBER or best:STUDY")
+    p.add_argument("--threshold", type=float, default=0.9, help="pixels whose top probability is lower are ignored")
+    p.add_argument("--name", help="runs/pseudo/NAME (default: RUN-tTHRESHOLD)")
+    p.add_argument("--runs-dir", default="runs", help="where run folders are (default runs/)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler="cmd_pseudo_label")
+
+
 COMMANDS = (
     _add_models,
     _add_train,
@@ -169,6 +179,7 @@ COMMANDS = (
     _add_data_info,
     _add_check,
     _add_score,
+    _add_pseudo_label,
 )
 
 

@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "aug_color": 0.2,
     "copy_paste": 0.0,  # chance that a training image gets one rare-class object pasted (data/rare.py)
     "sampler": "shuffle",  # shuffle | balanced (images drawn by their rarest class)
+    "pseudo": None,  # a pseudo-labelled set (runs/pseudo/NAME, from ./run.sh pseudo-label) added to training folds
     # machinery
     "device": "auto",  # auto | cpu | cuda
     "amp": "auto",  # auto (CUDA: bf16 where supported, else fp16 + gradient scaler; CPU: off) | bf16 | fp16 | off
@@ -96,6 +97,7 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "encoder": ("text", None, None),
     "encoder_weights": ("optional-text", None, None),
     "weights": ("optional-text", None, None),
+    "pseudo": ("optional-text", None, None),
     "dropout": ("float", 0.0, 0.99),
     "epochs": ("int", 1, 100_000),
     "accum": ("int", 1, 1024),

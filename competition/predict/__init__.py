@@ -12,9 +12,11 @@ from competition.predict.inference import (
     predict_probs,
 )
 from competition.predict.probs import ProbsWriter, read_probs, write_probs
+from competition.predict.pseudo import pseudo_label
 from competition.predict.run import fold_checkpoints, load_fold_model, predict_run, run_classes
 
 __all__ = [
+    "pseudo_label",
     "View",
     "amp_dtype",
     "autocast",

@@ -128,7 +128,8 @@ def predict_run(
         f"TTA {', '.join(tta_names) or 'none'}, {torch_device}"
     )
     probs_path = run_dir / "test" / "probs.npy"
-    writer = write_probs(probs_path, ids, list(classes.names), members=[run_dir.name], folds=folds, tta=tta_names)
+    meta = {"members": [run_dir.name], "folds": folds, "tta": tta_names, "data": str(root.root)}
+    writer = write_probs(probs_path, ids, list(classes.names), **meta)
     masks = predict_batches(nets, loader, writer, views, cfg)
     full = root.classes()
     lut = submission_values(classes, full)

@@ -61,7 +61,7 @@ def train_run(
 
 def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochHook | None) -> dict[str, Any]:
     save_config(cfg, run_dir / "config.json")
-    setup = prepare(cfg, log)
+    setup = prepare(cfg, run_dir.parent, log)
     previous = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
     update_run(
         run_dir,

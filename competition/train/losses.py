@@ -19,11 +19,16 @@ class MixedLoss(nn.Module):
     def __init__(self, spec: str, ignore_index: int = 255, class_weights: torch.Tensor | None = None):
         super().__init__()
         self.terms = parse_loss(spec)
+        self.ignore_index = ignore_index
         self.losses = nn.ModuleList(_make(name, ignore_index, class_weights) for _, name in self.terms)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The weighted sum; zero (with a gradient) for a batch whose every pixel is ignored, where the mean
+        cross-entropy would be 0/0 (a pseudo-labelled image can be all low-confidence)."""
         logits = logits.float()
-        total = logits.new_zeros(())
+        total = logits.sum() * 0.0
+        if not (target != self.ignore_index).any():
+            return total
         for (weight, _), loss in zip(self.terms, self.losses, strict=True):
             total = total + weight * loss(logits, target)
         return total

@@ -4,13 +4,14 @@ data loaders, class weights, the model.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
 
 import models
 from competition.core.errors import UserError
@@ -21,10 +22,12 @@ from competition.data import (
     DataRoot,
     Folds,
     MaskStore,
+    PseudoLabels,
     SegmentationDataset,
     balanced_weights,
     eval_transform,
     make_folds,
+    pseudo_dir,
     train_transform,
 )
 from competition.predict import pick_device
@@ -41,16 +44,22 @@ class Setup:
     folds: Folds
     device: torch.device
     log: Log
+    pseudo: PseudoLabels | None = None  # test images with pseudo-labels, added to every training fold
 
 
-def prepare(cfg: dict[str, Any], log: Log) -> Setup:
-    """Load and validate the data, render (or reuse) the masks and the folds."""
+def prepare(cfg: dict[str, Any], runs_dir: Path, log: Log) -> Setup:
+    """Load and validate the data, render (or reuse) the masks and the folds, open the pseudo-labelled set."""
     data = DataRoot(Path(cfg["data"]))
     classes = data.classes(cfg["classes"], cfg["ignore_index"])
     masks = data.masks("train_all", classes, cfg["overlap"], log=log)
     folds = make_folds(data, cfg["split"], cfg["folds"], cfg["seed"])
     device = pick_device(cfg["device"])
-    return Setup(cfg, data, classes, masks, folds, device, log)
+    pseudo = None
+    if cfg["pseudo"]:
+        pseudo = PseudoLabels(pseudo_dir(runs_dir, cfg["pseudo"]))
+        pseudo.check(list(classes.names), data.coco("train_all"))
+        log(f"pseudo-labels: {len(pseudo.images)} test images of {cfg['pseudo']} join every training fold")
+    return Setup(cfg, data, classes, masks, folds, device, log, pseudo)
 
 
 def fold_indices(cfg: dict[str, Any], folds: Folds) -> list[int]:
@@ -80,6 +89,8 @@ def class_weights(setup: Setup, train_ids: list[int]) -> torch.Tensor | None:
 
 
 def loaders(setup: Setup, fold: int) -> tuple[DataLoader, DataLoader, SegmentationDataset]:
+    """The fold's training loader (its train images, plus the pseudo-labelled set; copy-paste and the balanced
+    sampler when asked) and validation loader (its validation images only), and the validation dataset."""
     cfg, data = setup.cfg, setup.data
     coco = data.coco("train_all")
     train_images = [coco.by_id[i] for i in setup.folds.train_ids(fold)]
@@ -91,6 +102,12 @@ def loaders(setup: Setup, fold: int) -> tuple[DataLoader, DataLoader, Segmentati
     train_set = SegmentationDataset(
         data.root, coco.path, train_images, setup.masks, train_transform(cfg), "train", paste
     )
+    label_maps = (setup.masks[i] for i in train_ids)
+    if setup.pseudo is not None:  # training part only: the validation set below never sees them
+        p = setup.pseudo
+        extra = SegmentationDataset(p.meta["data"], p.meta["source"], p.images, p, train_transform(cfg), "train")
+        train_set = ConcatDataset([train_set, extra])
+        label_maps = itertools.chain(label_maps, (p[im.id] for im in p.images))
     val_set = SegmentationDataset(data.root, coco.path, val_images, setup.masks, eval_transform(cfg), "eval")
     workers = int(cfg["num_workers"])
     common = {
@@ -102,7 +119,7 @@ def loaders(setup: Setup, fold: int) -> tuple[DataLoader, DataLoader, Segmentati
     generator = torch.Generator().manual_seed(int(cfg["seed"]) + fold)
     sampler = None
     if cfg["sampler"] == "balanced":
-        weights = torch.from_numpy(balanced_weights(train_ids, setup.masks, setup.classes))
+        weights = torch.from_numpy(balanced_weights(label_maps, setup.classes))
         sampler = WeightedRandomSampler(weights, len(train_set), replacement=True, generator=generator)
     train_loader = DataLoader(
         train_set, batch, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > batch,
