@@ -97,7 +97,7 @@ def test_killed_process_trial_is_retried_once_by_a_survivor(setup, tmp_path):
             "--epochs", "2", *TINY]  # fmt: skip
     victim, _ = start(tmp_path, "victim", [*args, "--trials", "1"])
     survivor, survivor_log = start(tmp_path, "survivor", [*args, "--trials", "3"])
-    deadline, killed = time.time() + 300, None
+    deadline, killed = time.time() + 600, None
     while time.time() < deadline and killed is None:
         time.sleep(0.3)
         trial = running_trial_of(url, "k", victim.pid)

@@ -16,7 +16,7 @@ from competition.data import write_sample_dataset
 from competition.predict import amp_dtype, describe_views, parse_tta, predict_probs
 from competition.predict.probs import read_probs
 
-TINY = ["--folds", "2", "--epochs", "2", "--batch-size", "2", "--set", "encoder=resnet18",
+TINY = ["--folds", "2", "--epochs", "1", "--batch-size", "2", "--set", "encoder=resnet18",
         "--set", "num_workers=0", "--set", "overlays=0", "--set", "encoder_weights=null"]  # fmt: skip
 
 
@@ -116,9 +116,9 @@ def test_ema_accumulation_non_square_and_validation_tta(sample_root, tmp_path, c
 def test_swa_keeps_the_average_with_recomputed_batchnorm(sample_root, tmp_path, capsys):
     runs = tmp_path / "runs"
     main(["train", "unet", "--data", str(sample_root), "--runs-dir", str(runs), *TINY, "--image-size", "32",
-          "--set", "swa=2"])  # fmt: skip
+          "--set", "swa=1"])  # fmt: skip
     out = capsys.readouterr().out
-    assert len(re.findall(r"fold \d: SWA of the last 2 epochs: mIoU [0-9.]+ .*the SWA model is kept", out)) == 2
+    assert len(re.findall(r"fold \d: SWA of the last 1 epochs: mIoU [0-9.]+ .*the SWA model is kept", out)) == 2
 
 
 def test_balanced_sampler_weights_follow_the_rarest_class():

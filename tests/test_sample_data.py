@@ -171,7 +171,7 @@ def test_existing_root(tmp_path):
 
 
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
-    from competition import sample_data
+    from competition.data import sample as sample_data
 
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
