@@ -133,8 +133,9 @@ def test_run_records_what_it_loaded(tmp_path, capsys):
 
     lite0 = "encoder=timm-tf_efficientnet_lite0"
     data = write_sample_dataset(tmp_path / "sample", n_train=10, n_test=2, size=40)
-    code = main(["train", "unet", "--data", str(data), "--runs-dir", str(tmp_path / "runs"), "--set", lite0,
-                 "--epochs", "1", "--folds", "2", "--image-size", "32", "--set", "num_workers=0", "--json"])  # fmt: skip
+    runs = str(tmp_path / "runs")
+    code = main(["train", "unet", "--data", str(data), "--runs-dir", runs, "--set", lite0, "--epochs", "1",
+                 "--folds", "2", "--image-size", "32", "--set", "num_workers=0", "--json"])  # fmt: skip
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     results = json.loads((Path(result["dir"]) / "results.json").read_text())
