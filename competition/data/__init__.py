@@ -1,0 +1,45 @@
+"""Data: a dataset root in the competition layout, its COCO files, class table, cached masks, folds, the
+training dataset and transforms, and the synthetic sample dataset.
+"""
+
+
+from competition.data.root import SPLITS, DataRoot, is_sample, resolve_data_root, sample_root
+from competition.data.classes import ClassTable, build_class_table
+from competition.data.coco import CocoFile, ImageInfo, load_coco, read_image
+from competition.data.masks import MaskStore, cache_root, mask_store
+from competition.data.dataset import MEAN, STD, SegmentationDataset, eval_transform, train_transform
+from competition.data.folds import Folds, make_folds
+from competition.data.pseudo import PseudoLabels, pseudo_dir
+from competition.data.rare import CopyPaste, balanced_weights
+from competition.data.info import describe_dataset
+from competition.data.sample import write_sample_dataset
+
+__all__ = [
+    "SPLITS",
+    "DataRoot",
+    "is_sample",
+    "resolve_data_root",
+    "sample_root",
+    "ClassTable",
+    "build_class_table",
+    "CocoFile",
+    "ImageInfo",
+    "load_coco",
+    "read_image",
+    "MaskStore",
+    "cache_root",
+    "mask_store",
+    "MEAN",
+    "STD",
+    "SegmentationDataset",
+    "eval_transform",
+    "train_transform",
+    "Folds",
+    "make_folds",
+    "PseudoLabels",
+    "pseudo_dir",
+    "CopyPaste",
+    "balanced_weights",
+    "describe_dataset",
+    "write_sample_dataset",
+]
