@@ -97,7 +97,8 @@ def main() -> None:
             d4 = test_scores(results["run"], args.out, args.gt, args.data, tta="d4")
             rows.append(("imagenet+d4", results, d4, 0.0))
     print(f"\nU-Net/lite0, {args.folds} folds x {args.epochs} epochs, {args.image_size} px, seed {args.seed}")
-    print(f"{'arm':<12} {'CV dataset mIoU':>18} {'CV per-image':>16} {'test dataset':>13} {'test image':>11} {'min':>5}")
+    head = f"{'arm':<12} {'CV dataset mIoU':>18} {'CV per-image':>16} {'test dataset':>13} {'test image':>11}"
+    print(f"{head} {'min':>5}")
     for name, results, test, seconds in rows:
         ds = [f["miou_dataset"] for f in results["folds"]]
         im = [f["miou_image"] for f in results["folds"]]

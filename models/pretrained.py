@@ -55,7 +55,7 @@ def offline() -> bool:
 
 def is_named(spec: str | None) -> bool:
     """True for `auto` and names (not null, not a path to a file)."""
-    return bool(spec) and spec != "" and not Path(str(spec)).suffix and "/" not in str(spec)
+    return bool(spec) and not Path(str(spec)).suffix and "/" not in str(spec)
 
 
 def unavailable(setting: str, spec: str, file: Path, why: str) -> str:

@@ -2,16 +2,15 @@
 training dataset and transforms, and the synthetic sample dataset.
 """
 
-
-from competition.data.root import SPLITS, DataRoot, is_sample, resolve_data_root, sample_root
 from competition.data.classes import ClassTable, build_class_table
 from competition.data.coco import CocoFile, ImageInfo, load_coco, read_image
-from competition.data.masks import MaskStore, cache_root, mask_store
 from competition.data.dataset import MEAN, STD, SegmentationDataset, eval_transform, train_transform
 from competition.data.folds import Folds, make_folds
+from competition.data.info import describe_dataset
+from competition.data.masks import MaskStore, cache_root, mask_store
 from competition.data.pseudo import PseudoLabels, pseudo_dir
 from competition.data.rare import CopyPaste, balanced_weights
-from competition.data.info import describe_dataset
+from competition.data.root import SPLITS, DataRoot, is_sample, resolve_data_root, sample_root
 from competition.data.sample import write_sample_dataset
 
 __all__ = [

@@ -18,11 +18,11 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from competition.core.config import image_hw
+from competition.core.geometry import SUBMISSION_SIZE, resize_nearest
 from competition.data.coco import ImageInfo, read_image
 from competition.data.masks import MaskStore
 from competition.data.rare import CopyPaste
-from competition.core.config import image_hw
-from competition.core.geometry import SUBMISSION_SIZE, resize_nearest
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from competition.data.coco import CocoFile
-from competition.data.root import DataRoot
 from competition.core.errors import UserError
 from competition.core.fileio import read_json, write_json
+from competition.data.coco import CocoFile
 from competition.data.masks import cache_root
+from competition.data.root import DataRoot
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from competition.core.log import Log
-
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from competition.core.log import Log
 from competition.data.folds import make_folds
 from competition.data.root import SPLITS, DataRoot
-
 
 
 def describe_dataset(data: DataRoot, cfg: dict[str, Any], log: Log) -> None:

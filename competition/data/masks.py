@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from competition.core.fileio import temporary_name
 from competition.data.classes import ClassTable
 from competition.data.coco import CocoFile
-from competition.core.fileio import temporary_name
 
 OVERLAPS = ("max", "small-on-top")
 CACHE_VERSION = 1

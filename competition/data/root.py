@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from competition.core.errors import UserError
 from competition.data.classes import ClassTable, build_class_table
 from competition.data.coco import CocoFile, check_image_files, load_coco
-from competition.core.errors import UserError
 from competition.data.masks import MaskStore, cache_root, mask_store
 
 SPLITS = ("train_all", "train", "val", "test")
