@@ -1,4 +1,5 @@
-"""The synthetic sample dataset: competition layout, annotation formats, labels match pixels, determinism."""
+"""The synthetic sample dataset: competition layout, annotation formats, competition-like scenes (several big
+objects of several classes, imbalanced classes), labels match pixels, determinism, a versioned cache folder."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
 from competition.core.errors import UserError
-from competition.data import load_coco, write_sample_dataset
+from competition.data import load_coco, sample_root, write_sample_dataset
 from competition.data.coco import check_image_files
-from competition.data.sample import APPEARANCE
+from competition.data.sample import LOOKS, SAMPLE_VERSION
+from competition.submit import MeanIoU
 
 RUN_A = [
     "UNKNOWN",
@@ -36,6 +39,20 @@ FILES = ("train_all.json", "train.json", "val.json", "test.json", "test_gt.json"
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     return write_sample_dataset(tmp_path_factory.mktemp("sample") / "data")
+
+
+@pytest.fixture(scope="module")
+def labels(root) -> list[np.ndarray]:
+    """Each train_all image's category map under the run A overlap rule (higher id wins), -1 = background."""
+    coco = COCO(str(root / "train_all.json"))
+    maps = []
+    for image_id in coco.getImgIds():
+        info = coco.loadImgs(image_id)[0]
+        label = np.full((info["height"], info["width"]), -1)
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id)):
+            label = np.maximum(np.where(coco.annToMask(ann) > 0, ann["category_id"], -1), label)
+        maps.append(label)
+    return maps
 
 
 def load(root: Path, name: str) -> dict:
@@ -124,26 +141,46 @@ def test_dataset_variety(root):
     assert annotated < set(ids), "some images should have no objects"
     counts = np.bincount([a["category_id"] for a in data["annotations"]], minlength=len(RUN_A))
     assert counts.min() >= 3 and counts.max() >= 4 * counts[0], counts
+    order = [RUN_A[c] for c in np.argsort(-counts, kind="stable")]
+    assert set(order[:2]) == {"Paper", "Plastic bag"}, order  # the competition's imbalance
+    assert set(order[-3:]) == {"UNKNOWN", "Battery", "Clothing"}, order
 
 
-def test_pixels_follow_labels(root):
+def test_scenes_hold_several_big_objects_like_the_competition(labels):
+    """About 3 classes per image with background, background under half of most images: the per-image mIoU of
+    predicting background everywhere is low, so the leaderboard metric rewards finding the objects."""
+    classes = [len(np.unique(label)) for label in labels]
+    background = [float((label < 0).mean()) for label in labels]
+    assert 2.5 <= np.mean(classes) <= 4, np.bincount(classes)
+    assert np.median(background) < 0.5 and np.mean(np.asarray(background) < 0.5) > 0.5
+    metric = MeanIoU(len(RUN_A) + 1)
+    for label in labels:
+        target = torch.from_numpy(label + 1)[None]
+        metric.update(torch.zeros_like(target), target)
+    scores = metric.compute()
+    assert scores.miou_image < 0.25 and scores.miou_dataset < 0.05, scores
+
+
+def test_pixels_follow_labels(root, labels):
     """Each class's mean colour under the run A overlap rule is nearest to that class's own colour."""
-    coco = COCO(str(root / "train_all.json"))
+    images = load(root, "train_all.json")["images"]
     sums, totals = np.zeros((len(RUN_A), 3)), np.zeros(len(RUN_A))
-    for image_id in coco.getImgIds():
-        info = coco.loadImgs(image_id)[0]
-        label = np.full((info["height"], info["width"]), -1)
-        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id)):
-            label = np.maximum(np.where(coco.annToMask(ann) > 0, ann["category_id"], -1), label)
+    for info, label in zip(images, labels, strict=True):
         with Image.open(root / info["file_name"]) as img:
             pixels = np.asarray(img.convert("RGB"), dtype=np.float64)
-        for c in np.unique(label[label >= 0]):
-            sums[c] += pixels[label == c].sum(axis=0)
-            totals[c] += (label == c).sum()
+        on = label >= 0
+        np.add.at(sums, label[on], pixels[on])
+        totals += np.bincount(label[on], minlength=len(RUN_A))
     means = sums / totals[:, None]
-    colours = np.array([APPEARANCE[c][0] for c in range(len(RUN_A))], dtype=np.float64)
+    colours = np.array([LOOKS[c].colour for c in range(len(RUN_A))], dtype=np.float64)
     distances = np.linalg.norm(means[:, None, :] - colours[None, :, :], axis=2)
     assert (distances.argmin(axis=1) == np.arange(len(RUN_A))).all(), distances.round()
+
+
+def test_sample_root_is_versioned(tmp_path, monkeypatch):
+    """A sample cached by another generator version is never reused: the folder is named after the version."""
+    monkeypatch.setenv("COMPETITION_CACHE", str(tmp_path))
+    assert sample_root() == tmp_path / f"sample-data-v{SAMPLE_VERSION}"
 
 
 def test_same_seed_same_bytes(tmp_path, root):

@@ -59,8 +59,11 @@ class DataRoot:
 
 
 def sample_root() -> Path:
-    """Where the embedded synthetic sample dataset lives once generated."""
-    return cache_root() / "sample-data"
+    """Where the embedded synthetic sample dataset lives once generated: one folder per generator version, so
+    a sample cached by an older generator is never reused."""
+    from competition.data.sample import SAMPLE_VERSION
+
+    return cache_root() / f"sample-data-v{SAMPLE_VERSION}"
 
 
 def resolve_data_root(arg: str | Path | None, log: Callable[[str], None] = print) -> Path:

@@ -6,12 +6,21 @@
 annotations, which the real competition never gave out, so that a submission made on the sample data can be
 scored.
 
-The categories are run A's (0 UNKNOWN ... 10 Clothing), with imbalanced frequencies and a rare UNKNOWN. Each
-class has its own colour and texture, so a small network learns it in a few epochs. Annotations are polygons
-(some in two parts), compressed RLE and uncompressed RLE; image ids skip a few numbers; a few images are not
-square; some images are empty and many have overlapping objects. Each object's pixels are painted through
-exactly its annotation mask, in ascending category id, so the run A overlap rule (higher class wins)
-reproduces the painted labels. Everything is deterministic from the seed.
+Design (version SAMPLE_VERSION; the cache folder of the generated sample is named after it). Scenes look like
+the competition's: several big objects of several classes per image (about 3 classes besides background on
+average, background usually under half of the pixels), so the per-image mIoU of the leaderboard rewards
+finding the objects rather than predicting background everywhere. The categories are run A's (0 UNKNOWN ...
+10 Clothing) with the competition's imbalance: Paper and Plastic bag dominate, UNKNOWN, Battery and Clothing are
+rare. Each class has its own look (LOOKS): a saturated colour, a texture (plain, stripes, checks or dots with
+periods that survive the quick profile's 2x downscale) and a shape family with its own aspect ratios, so a
+small network can tell the classes apart at 64 px. Backgrounds vary from image to image (desaturated tone,
+smooth blotches, sometimes a faint floor pattern), and objects and background get pixel noise and a random
+lighting gradient.
+
+Annotations are polygons (some in two parts), compressed RLE and uncompressed RLE; image ids skip a few
+numbers; a few images are not square; a few images are empty and many have overlapping objects. Each object's
+pixels are painted through exactly its annotation mask, in ascending category id, so the run A overlap rule
+(higher class wins) reproduces the painted labels. Everything is deterministic from the seed.
 """
 
 from __future__ import annotations
@@ -20,13 +29,15 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 from competition.core.errors import UserError
+
+SAMPLE_VERSION = 2  # bump whenever the generated data changes: cached samples of other versions are not reused
 
 NAMES = (
     "UNKNOWN",
@@ -43,30 +54,52 @@ NAMES = (
 )
 CATEGORIES = tuple({"id": i, "name": name, "supercategory": name} for i, name in enumerate(NAMES))
 # Relative object frequency per category id (run A's order of magnitude: Paper and Plastic bag dominate).
-CLASS_WEIGHTS = (0.02, 0.12, 0.25, 0.05, 0.05, 0.05, 0.12, 0.08, 0.19, 0.03, 0.04)
-# Look of each category id: base RGB colour, texture ("plain", "stripes" or "checker"), period px, angle deg.
-APPEARANCE: dict[int, tuple[tuple[int, int, int], str, int, int]] = {
-    0: ((35, 35, 35), "checker", 6, 0),
-    1: ((110, 70, 40), "stripes", 6, 45),
-    2: ((235, 235, 215), "plain", 0, 0),
-    3: ((205, 175, 110), "stripes", 8, 0),
-    4: ((150, 165, 190), "stripes", 4, 90),
-    5: ((50, 170, 90), "plain", 0, 0),
-    6: ((40, 100, 225), "plain", 0, 0),
-    7: ((240, 190, 210), "checker", 4, 0),
-    8: ((215, 50, 45), "plain", 0, 0),
-    9: ((235, 205, 30), "stripes", 10, 90),
-    10: ((140, 50, 165), "stripes", 5, 135),
+CLASS_WEIGHTS = (0.03, 0.12, 0.21, 0.07, 0.07, 0.07, 0.11, 0.08, 0.16, 0.04, 0.04)
+
+
+class Look(NamedTuple):
+    """How objects of one category are drawn."""
+
+    colour: tuple[int, int, int]  # base RGB
+    texture: str  # plain | stripes | checks | dots
+    period: int  # pattern period in px at 128 px image size (scaled with the image)
+    angle: int  # stripe angle in degrees
+    contrast: int  # pattern amplitude in grey levels: + lightens, - darkens the dots
+    shape: str  # blob (perturbed circle) | ellipse | rect (rotated rectangle)
+    aspect: tuple[float, float]  # range of the minor / major axis ratio
+    scale: float  # object size relative to the others
+
+
+# Every class differs from every other in colour and from most in texture or shape; patterns have periods of
+# at least 10 px, 5 px at the quick profile's 64 px. Backgrounds are desaturated, objects are not.
+LOOKS: dict[int, Look] = {
+    0: Look((55, 55, 60), "checks", 16, 0, 30, "rect", (0.6, 1.0), 1.0),
+    1: Look((130, 80, 40), "stripes", 14, 45, 55, "blob", (1.0, 1.0), 1.0),
+    2: Look((240, 238, 228), "stripes", 10, 0, 45, "rect", (0.6, 0.9), 1.0),
+    3: Look((215, 60, 190), "checks", 16, 0, 40, "rect", (0.5, 0.8), 1.0),
+    4: Look((60, 195, 215), "stripes", 10, 90, 45, "ellipse", (0.5, 0.8), 1.0),
+    5: Look((50, 185, 80), "stripes", 16, 135, 50, "ellipse", (0.35, 0.6), 1.0),
+    6: Look((40, 80, 225), "dots", 12, 0, -60, "ellipse", (0.4, 0.7), 1.0),
+    7: Look((250, 170, 215), "dots", 14, 0, -50, "rect", (0.7, 1.0), 1.0),
+    8: Look((215, 35, 40), "plain", 0, 0, 0, "blob", (1.0, 1.0), 1.1),
+    9: Look((240, 215, 25), "stripes", 12, 90, 50, "rect", (0.35, 0.5), 1.0),
+    10: Look((130, 45, 175), "checks", 12, 0, 40, "blob", (1.0, 1.0), 1.1),
 }
 BATCHES = ("batch_01_vt", "batch_02_vt", "batch_03")
 HEADER = "image_id,PredictionString"
-INFO = {"description": "synthetic sample dataset (competition layout)", "version": "1.0", "year": 2021}
+INFO = {
+    "description": f"synthetic sample dataset (competition layout) v{SAMPLE_VERSION}",
+    "version": "2.0",
+    "year": 2021,
+}
 LICENSES = [{"id": 0, "name": "synthetic, no restrictions", "url": ""}]
 
-OBJECT_COUNT_WEIGHTS = (0.08, 0.22, 0.3, 0.25, 0.15)  # images with 0, 1, 2, 3, 4 objects
+OBJECT_COUNT_WEIGHTS = (0.03, 0.12, 0.45, 0.4)  # images with 0, 1, 2, 3 objects
+RADIUS_RANGE = (0.28, 0.4)  # object radius / shorter image side, for images of up to 3 objects
 FORMAT_WEIGHTS = (0.76, 0.12, 0.12)  # polygon, compressed RLE, uncompressed RLE
 SHAPE_WEIGHTS = (0.84, 0.08, 0.08)  # square, landscape (height 3/4), portrait (width 3/4)
-OVERLAP_PROB = 0.45  # chance that a second or later object is placed on top of an earlier one
+OVERLAP_PROB = 0.3  # chance that a second or later object is placed on top of an earlier one
+CANDIDATES = 12  # other objects go to the best spread of this many random centres
 TWO_PART_PROB = 0.1  # chance that a polygon object has a second, smaller part
 MIN_PER_CLASS = 3  # every category appears at least this often in train_all
 VAL_FRACTION = 0.2
@@ -165,6 +198,7 @@ def _make_split(
         for category_id, mask in sorted(painted, key=lambda p: p[0]):  # stable: ties keep drawing order
             on = mask.astype(bool)
             pixels[on] = _texture(rng, category_id, height, width)[on]
+        pixels *= _lighting(rng, height, width)[..., None]
         path = out / file_name
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=95, subsampling=0)
@@ -175,50 +209,54 @@ def _make_split(
 def _objects(
     rng: np.random.Generator, classes: list[int], height: int, width: int
 ) -> list[tuple[int, list[list[float]]]]:
-    """Category and polygon parts of each object; some objects are placed over an earlier one."""
+    """Category and polygon parts of each object: big objects spread over the image, some placed over an
+    earlier one. Images with more than 3 objects get smaller ones, so that objects cover a similar share."""
     size = min(height, width)
-    placed: list[tuple[float, float, float]] = []  # centre x, centre y, radius
+    shrink = np.sqrt(3 / max(3, len(classes)))
+    placed = np.zeros((0, 3))  # centre x, centre y, radius of each object so far
     objects = []
     for category_id in classes:
-        radius = size * rng.uniform(0.1, 0.24)
-        if placed and rng.random() < OVERLAP_PROB:
+        look = LOOKS[category_id]
+        radius = size * rng.uniform(*RADIUS_RANGE) * shrink * look.scale
+        if len(placed) and rng.random() < OVERLAP_PROB:
             cx, cy, r = placed[rng.integers(len(placed))]
             angle = rng.uniform(0, 2 * np.pi)
-            distance = rng.uniform(0.3, 0.8) * (r + radius)
+            distance = rng.uniform(0.4, 0.9) * (r + radius)
             cx, cy = cx + distance * np.cos(angle), cy + distance * np.sin(angle)
-        else:
-            cx, cy = rng.uniform(0.15, 0.85) * width, rng.uniform(0.15, 0.85) * height
+        else:  # the random centre farthest from the edges of the objects placed so far
+            candidates = rng.uniform(0.15, 0.85, (CANDIDATES, 2)) * (width, height)
+            gap = np.hypot(*(candidates[:, None, :] - placed[None, :, :2]).transpose(2, 0, 1)) - placed[:, 2]
+            cx, cy = candidates[int(np.argmax(gap.min(axis=1, initial=np.inf)))]
         cx, cy = float(np.clip(cx, 0.1 * width, 0.9 * width)), float(np.clip(cy, 0.1 * height, 0.9 * height))
-        placed.append((cx, cy, radius))
-        parts = [_polygon(rng, cx, cy, radius, height, width)]
+        placed = np.vstack([placed, (cx, cy, radius)])
+        parts = [_polygon(rng, look, cx, cy, radius, height, width)]
         if rng.random() < TWO_PART_PROB:
             angle = rng.uniform(0, 2 * np.pi)
-            px, py = cx + 1.6 * radius * np.cos(angle), cy + 1.6 * radius * np.sin(angle)
-            px, py = (
-                float(np.clip(px, 0.1 * width, 0.9 * width)),
-                float(np.clip(py, 0.1 * height, 0.9 * height)),
-            )
-            parts.append(_polygon(rng, px, py, 0.45 * radius, height, width))
+            px = float(np.clip(cx + 1.5 * radius * np.cos(angle), 0.1 * width, 0.9 * width))
+            py = float(np.clip(cy + 1.5 * radius * np.sin(angle), 0.1 * height, 0.9 * height))
+            parts.append(_polygon(rng, look, px, py, 0.45 * radius, height, width))
         objects.append((category_id, parts))
     return objects
 
 
-def _polygon(rng: np.random.Generator, cx: float, cy: float, radius: float, height: int, width: int) -> list[float]:
-    """A flat [x1, y1, ...] polygon in the image: a perturbed circle, an ellipse or a rotated rectangle."""
-    kind = rng.integers(3)
+def _polygon(
+    rng: np.random.Generator, look: Look, cx: float, cy: float, radius: float, height: int, width: int
+) -> list[float]:
+    """A flat [x1, y1, ...] polygon in the image of the look's shape family, area about that of a circle of
+    `radius`, at a random rotation."""
     rotation = rng.uniform(0, np.pi)
-    if kind == 2:  # rotated rectangle
+    aspect = rng.uniform(*look.aspect)
+    rx, ry = radius / np.sqrt(aspect), radius * np.sqrt(aspect)  # semi-axes: the area does not depend on aspect
+    if look.shape == "rect":
         t = np.array([0.25, 0.75, 1.25, 1.75]) * np.pi
-        rx, ry = radius, radius * rng.uniform(0.4, 1.0)
-        x, y = rx * np.sign(np.cos(t)), ry * np.sign(np.sin(t))
+        x, y = 0.886 * rx * np.sign(np.cos(t)), 0.886 * ry * np.sign(np.sin(t))  # 0.886 = sqrt(pi / 4)
     else:
-        t = np.linspace(0, 2 * np.pi, int(rng.integers(14, 26)), endpoint=False)
-        r = np.full_like(t, radius)
-        if kind == 0:  # perturbed circle: a few low harmonics of the radius
+        t = np.linspace(0, 2 * np.pi, int(rng.integers(16, 28)), endpoint=False)
+        r = np.ones_like(t)
+        if look.shape == "blob":  # a few low harmonics of the radius
             for harmonic in (2, 3, 5):
-                r *= 1 + rng.uniform(-0.15, 0.15) * np.cos(harmonic * t + rng.uniform(0, 2 * np.pi))
-        aspect = rng.uniform(0.5, 1.0) if kind == 1 else 1.0
-        x, y = r * np.cos(t), aspect * r * np.sin(t)
+                r *= 1 + rng.uniform(-0.18, 0.18) * np.cos(harmonic * t + rng.uniform(0, 2 * np.pi))
+        x, y = rx * r * np.cos(t), ry * r * np.sin(t)
     xs = np.clip(cx + x * np.cos(rotation) - y * np.sin(rotation), 0, width)
     ys = np.clip(cy + x * np.sin(rotation) + y * np.cos(rotation), 0, height)
     return [round(float(v), 1) for v in np.stack([xs, ys], axis=1).ravel()]
@@ -248,12 +286,18 @@ def _uncompressed_counts(mask: np.ndarray) -> list[int]:
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A smooth, desaturated noisy texture (float RGB) with a random base colour."""
-    base = rng.uniform(70, 170) + rng.uniform(-15, 15, 3)
-    coarse = rng.normal(0, 25, (4, 4, 3))
-    rows, cols = _interpolation(height, 4), _interpolation(width, 4)
-    smooth = np.einsum("ya,abc,xb->yxc", rows, coarse, cols)
-    return base + smooth + rng.normal(0, 5, (height, width, 3))
+    """A desaturated scene (float RGB): random grey, beige or bluish tone, smooth blotches, half the time a
+    faint floor pattern (planks or tiles), pixel noise."""
+    size = min(height, width)
+    base = rng.uniform(75, 170) + rng.uniform(-12, 12, 3)
+    coarse = rng.normal(0, 20, (4, 4, 1)) + rng.normal(0, 5, (4, 4, 3))  # mostly brightness, little colour
+    smooth = np.einsum("ya,abc,xb->yxc", _interpolation(height, 4), coarse, _interpolation(width, 4))
+    pattern = np.zeros((height, width))
+    if rng.random() < 0.5:
+        period = size * rng.uniform(0.2, 0.4)
+        texture = ("stripes", "checks")[rng.integers(2)]
+        pattern = _pattern(rng, texture, period, rng.uniform(0, 180), height, width)
+    return base + smooth + rng.uniform(4, 10) * pattern[..., None] + rng.normal(0, 6, (height, width, 3))
 
 
 def _interpolation(n: int, m: int) -> np.ndarray:
@@ -262,21 +306,41 @@ def _interpolation(n: int, m: int) -> np.ndarray:
     return np.clip(1 - np.abs(position[:, None] - np.arange(m)[None, :]), 0, None)
 
 
-def _texture(rng: np.random.Generator, category_id: int, height: int, width: int) -> np.ndarray:
-    """The category's colour and pattern (float RGB, whole image), with jitter of colour, phase and noise."""
-    colour, kind, period, angle = APPEARANCE[category_id]
+def _pattern(
+    rng: np.random.Generator, texture: str, period: float, angle: float, height: int, width: int
+) -> np.ndarray:
+    """A (height, width) pattern in [-1, 1] at a random phase: stripes, checks, dots (1 on dots, else 0) or
+    plain (zeros)."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    if kind == "stripes":
+    if texture == "stripes":
         theta = np.deg2rad(angle + rng.uniform(-10, 10))
-        wave = np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period + rng.uniform(0, 2 * np.pi))
-        shade = 1 + 0.25 * np.sign(wave)
-    elif kind == "checker":
-        offset = rng.integers(period, size=2)
-        shade = 1 + 0.3 * (((x + offset[0]) // period + (y + offset[1]) // period) % 2 * 2 - 1)
-    else:
-        shade = np.ones((height, width))
-    tint = np.asarray(colour) + rng.uniform(-12, 12, 3)
-    return tint * shade[..., None] + rng.normal(0, 4, (height, width, 3))
+        phase = rng.uniform(0, 2 * np.pi)
+        return np.sign(np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period + phase))
+    if texture == "checks":
+        ox, oy = rng.uniform(0, period, 2)
+        return ((x + ox) // period + (y + oy) // period) % 2 * 2 - 1
+    if texture == "dots":
+        ox, oy = rng.uniform(0, period, 2)
+        near = np.hypot((x + ox) % period - period / 2, (y + oy) % period - period / 2)
+        return (near < 0.3 * period).astype(np.float64)
+    return np.zeros((height, width))
+
+
+def _texture(rng: np.random.Generator, category_id: int, height: int, width: int) -> np.ndarray:
+    """The category's look (float RGB, whole image): its colour with jitter, its pattern, pixel noise."""
+    look = LOOKS[category_id]
+    period = max(3.0, look.period * min(height, width) / 128)
+    pattern = _pattern(rng, look.texture, period, look.angle, height, width)
+    tint = np.asarray(look.colour) + rng.uniform(-15, 15, 3)
+    return tint + look.contrast * pattern[..., None] + rng.normal(0, 5, (height, width, 3))
+
+
+def _lighting(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A multiplicative linear lighting gradient over the image, up to +-12% at the edges."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    theta = rng.uniform(0, 2 * np.pi)
+    ramp = ((x - width / 2) * np.cos(theta) + (y - height / 2) * np.sin(theta)) / max(height, width)
+    return 1 + rng.uniform(0, 0.24) * ramp
 
 
 def _subset(
