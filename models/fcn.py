@@ -8,6 +8,10 @@ input size: each upsampled map is aligned to its skip at the top-left corner and
 Setting `norm`: `none` (the seed's plain VGG16, default) or `batch` (VGG16-BN: BatchNorm after every backbone
 conv, torchvision's `vgg16_bn` layout). Plain VGG16 needs ImageNet weights to learn in a sensible budget; from
 random init it sits at the all-background prior for many epochs. VGG16-BN trains from scratch.
+
+Setting `fc6`: `1x1` (the seed's) or `7x7` (the paper's: VGG16's first fully connected layer, 25088 -> 4096, is a
+7x7 conv over pool5; padded by 3 here so that every input size keeps its output grid). With ImageNet weights,
+`7x7` loads VGG16's fc6 reshaped to that conv (102.8M values); `1x1` cannot hold it and leaves fc6 random.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from models.pretrained import Warn, read_weights, vgg_weights
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # (convs, channels) per block
 STRIDES = (32, 16, 8)
 NORMS = ("none", "batch")
+FC6_KERNELS = {"1x1": 1, "7x7": 7}
 
 
 def vgg16_features(batch_norm: bool = False) -> nn.Sequential:
@@ -86,16 +91,21 @@ def crop_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor
 class FCN(nn.Module):
     """FCN-<stride>s semantic segmentation net: logits (N, num_classes, H, W) for input (N, 3, H, W)."""
 
-    def __init__(self, num_classes: int, stride: int = 16, dropout: float = 0.5, norm: str = "none") -> None:
+    def __init__(
+        self, num_classes: int, stride: int = 16, dropout: float = 0.5, norm: str = "none", fc6: str = "1x1"
+    ) -> None:
         super().__init__()
         if stride not in STRIDES:
             raise ValueError(f"FCN stride must be one of {STRIDES}, got {stride}")
         if norm not in NORMS:
             raise UserError(f"setting norm={norm!r}: expected one of {', '.join(NORMS)} for FCN models")
+        if fc6 not in FC6_KERNELS:
+            raise UserError(f"setting fc6={fc6!r}: expected one of {', '.join(FC6_KERNELS)} for FCN models")
         self.stride = stride
         self.features = vgg16_features(batch_norm=norm == "batch")
         self.pool3_end, self.pool4_end = pool_ends(self.features)[2:4]
-        self.fc6 = nn.Conv2d(512, 4096, 1)
+        kernel = FC6_KERNELS[fc6]
+        self.fc6 = nn.Conv2d(512, 4096, kernel, padding=kernel // 2)
         self.drop6 = nn.Dropout2d(dropout)
         self.fc7 = nn.Conv2d(4096, 4096, 1)
         self.drop7 = nn.Dropout2d(dropout)
@@ -126,16 +136,16 @@ class FCN(nn.Module):
 
 def load_vgg16_weights(model: FCN, path: str | Path) -> str:
     """Load a torchvision VGG16 (or, with norm=batch, VGG16-BN) state dict: its 13 convs (and BatchNorms) into
-    `features`, classifier.3 into fc7.
-
-    fc6 (25088 -> 4096 in VGG16) does not fit the 1x1 fc6 here and stays random. Returns what was loaded.
-    """
+    `features`, classifier.3 into fc7 and, when fc6 is 7x7 (the paper's), classifier.0 into fc6: the fully
+    connected layers converted to convolutions. A 1x1 fc6 (the seed's) cannot hold VGG16's fc6 and stays random,
+    and the returned description says so."""
     path = Path(path)
     batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in model.features)
     arch, name = ("vgg16_bn", "VGG16-BN") if batch_norm else ("vgg16", "VGG16")
     state = read_weights(path, f"{name} weights")
     conv = {f"features.{k}": v.shape for k, v in model.features.state_dict().items()}
     wanted = conv | {"classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,)}
+    wanted |= {"classifier.0.weight": (4096, 512 * 7 * 7), "classifier.0.bias": (4096,)}
     extra = [k for k in state if k.startswith("features.") and k not in conv]
     bad = [k for k, shape in wanted.items() if k not in state or tuple(state[k].shape) != tuple(shape)]
     if bad or extra:
@@ -146,15 +156,21 @@ def load_vgg16_weights(model: FCN, path: str | Path) -> str:
     with torch.no_grad():
         model.fc7.weight.copy_(state["classifier.3.weight"].reshape(model.fc7.weight.shape))
         model.fc7.bias.copy_(state["classifier.3.bias"])
-    return f"{name} conv weights ({len(conv)} tensors) + fc7 from {path}; fc6 random"
+        if model.fc6.kernel_size == (7, 7):  # torchvision's fc6 input is pool5 flattened as (512, 7, 7)
+            model.fc6.weight.copy_(state["classifier.0.weight"].reshape(model.fc6.weight.shape))
+            model.fc6.bias.copy_(state["classifier.0.bias"])
+            return f"{name} conv weights ({len(conv)} tensors) + fc6 (7x7) + fc7 from {path}"
+    seed_fc6 = "fc6 random (the seed's 1x1 fc6; --set fc6=7x7 loads VGG16's)"
+    return f"{name} conv weights ({len(conv)} tensors) + fc7 from {path}; {seed_fc6}"
 
 
 def build_fcn(num_classes: int, settings: dict, warn: Warn = print, *, stride: int) -> tuple[nn.Module, str]:
-    """FCN-<stride>s from settings `dropout`, `norm` and `weights` (null, auto, imagenet: torchvision's
+    """FCN-<stride>s from settings `dropout`, `norm`, `fc6` and `weights` (null, auto, imagenet: torchvision's
     ImageNet VGG16 / VGG16-BN, or a state dict file; see models.pretrained). Returns the model and
     `<source>: what was loaded`."""
     norm = settings.get("norm", "none")
-    model = FCN(num_classes, stride=stride, dropout=float(settings.get("dropout", 0.5)), norm=norm)
+    dropout, fc6 = float(settings.get("dropout", 0.5)), settings.get("fc6", "1x1")
+    model = FCN(num_classes, stride=stride, dropout=dropout, norm=norm, fc6=fc6)
     weights = vgg_weights(settings.get("weights"), "vgg16_bn" if norm == "batch" else "vgg16", warn)
     if weights.path is None:
         return model, f"{weights.source}: {weights.detail}"

@@ -44,6 +44,22 @@ def test_fcn_imagenet_loads_torchvisions_cached_file(norm, arch, tmp_path):
     assert torch.equal(model.fc7.bias, state["classifier.3.bias"])
 
 
+def test_fcn_fc6_7x7_is_vgg16s_fc6_as_a_convolution(tmp_path):
+    """fc6=7x7 (the paper's) loads VGG16's classifier.0 as a 7x7 conv: on a 7x7 pool5 map its centre output is
+    exactly torchvision's fully connected fc6. The seed's 1x1 fc6 stays random and the description says so."""
+    state = place_torchvision("vgg16")
+    model, what = create_model("fcn32s", 12, {"weights": "imagenet", "fc6": "7x7"})
+    assert "fc6 (7x7)" in what
+    pool5 = torch.randn(1, 512, 7, 7)
+    conv = model.fc6(pool5)[0, :, 3, 3]
+    dense = pool5.flatten(1) @ state["classifier.0.weight"].T + state["classifier.0.bias"]
+    assert torch.allclose(conv, dense[0], atol=1e-4)
+    seed, what = create_model("fcn32s", 12, {"weights": "imagenet"})
+    assert seed.fc6.kernel_size == (1, 1) and "fc6 random" in what
+    with pytest.raises(UserError, match="fc6"):
+        create_model("fcn32s", 12, {"fc6": "3x3"})
+
+
 def test_fcn_imagenet_unavailable_is_one_line_naming_file_and_folder(tmp_path):
     start = time.time()
     with pytest.raises(UserError) as error:

@@ -12,9 +12,10 @@ import torch
 
 import models
 from competition.cli import main
-from competition.core.config import DEFAULTS, parse_loss, resolve
+from competition.core.config import DEFAULTS, resolve
 from competition.core.errors import UserError
 from competition.core.geometry import resize_nearest
+from competition.core.lossspec import parse_loss
 from competition.data import DataRoot, write_sample_dataset
 from competition.predict import read_probs
 from competition.submit import MeanIoU

@@ -16,6 +16,7 @@ import yaml
 
 from competition.core.errors import UsageError, UserError
 from competition.core.fileio import write_json
+from competition.core.lossspec import LOSS_NAMES, parse_loss
 
 DEFAULTS: dict[str, Any] = {
     # data
@@ -35,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "weights": "auto",  # fcn: null | auto | imagenet (torchvision's VGG16 / VGG16-BN) | a file
     "dropout": 0.5,
     "norm": "none",  # fcn backbone: none (VGG16, the seed's) | batch (VGG16-BN, trains from random init)
+    "fc6": "1x1",  # fcn: 1x1 (the seed's) | 7x7 (the paper's; weights=imagenet then loads VGG16's fc6 too)
     # optimisation
     "epochs": 30,
     "image_size": 256,  # S (square) or "HxW" (non-square); submissions stay 256x256
@@ -90,6 +92,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "scheduler": ("cosine", "poly", "none"),
     "metric": ("image", "dataset"),
     "norm": ("none", "batch"),
+    "fc6": ("1x1", "7x7"),
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "fp16", "off"),
     "sampler": ("shuffle", "balanced"),
@@ -260,23 +263,6 @@ def _check_special(key: str, value: Any, bad: Any) -> Any:
         if all(math.isfinite(w) and w >= 0 for w in weights):
             return weights
     raise bad("auto, null, or a list of non-negative numbers (one per class)")
-
-
-LOSS_NAMES = ("ce", "dice", "focal", "lovasz")
-_LOSS_TERM = re.compile(r"^\s*(?:(\d*\.?\d+(?:e-?\d+)?)\s*\*\s*)?([a-z]+)\s*$")
-
-
-def parse_loss(spec: str) -> list[tuple[float, str]]:
-    """`"0.7*ce+0.3*dice"` -> [(0.7, "ce"), (0.3, "dice")]; a bare name has weight 1."""
-    terms = []
-    for part in str(spec).split("+"):
-        m = _LOSS_TERM.match(part)
-        if not m or m.group(2) not in LOSS_NAMES:
-            raise UserError(
-                f"setting loss={spec!r}: expected terms like 'ce', '0.5*dice' joined by '+' ({', '.join(LOSS_NAMES)})"
-            )
-        terms.append((float(m.group(1) or 1.0), m.group(2)))
-    return terms
 
 
 _TTA = re.compile(r"none|(?:(?:hflip|vflip|d4|\d*\.?\d+),?)+")

@@ -10,7 +10,7 @@ import torch
 from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
 
-from competition.core.config import parse_loss
+from competition.core.lossspec import parse_loss
 
 
 class MixedLoss(nn.Module):
