@@ -74,7 +74,7 @@ def prepare(cfg: dict[str, Any], runs_dir: Path, log: Log) -> Setup:
 
 def image_source(cfg: dict[str, Any], root: Path, source: Path, images, log: Log) -> DecodeEachTime:
     """The images at image_size: the decode-once cache, or (image_cache=false) decoded on every read."""
-    if cfg["image_cache"]:
+    if cfg.get("image_cache", True):  # runs saved before the setting existed resume with the default
         return image_store(root, source, images, image_hw(cfg), log=log)
     return DecodeEachTime(root, source, images, image_hw(cfg))
 
