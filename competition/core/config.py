@@ -1,7 +1,6 @@
 """Run settings: harness defaults < model defaults < config file < --set KEY=VALUE < flags.
 
-The resolved dictionary is saved as `config.json` in every run folder, so a run can be reproduced from it.
-"""
+The resolved dictionary is saved as `config.json` in every run folder, so a run can be reproduced from it."""
 
 from __future__ import annotations
 
@@ -69,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "accum": 1,  # gradient accumulation: optimizer steps every `accum` batches
     "channels_last": True,
     "num_workers": 2,
+    "image_cache": True,  # decode and resize training images once into a memory-mapped cache (data/images.py)
     "save_oof": True,
     "overlays": 4,  # prediction overlay PNGs per fold
     "val_tta": "none",  # TTA views of validation and out-of-fold probabilities (as --tta): none, hflip, d4, ...
@@ -129,12 +129,13 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "copy_paste": ("float", 0.0, 1.0),
     "channels_last": ("bool", None, None),
     "num_workers": ("int", 0, 256),
+    "image_cache": ("bool", None, None),
     "save_oof": ("bool", None, None),
     "overlays": ("int", 0, 10_000),
 }
 SPECIAL = ("classes", "loss", "class_weights", "fold", "image_size", "val_tta")
 # Settings that change how fast a run goes, not what it learns: never "fixed", free to change on resume.
-MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof"})
+MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof", "image_cache"})
 # Settings `predict` and `ensemble` take with --set (the rest is the run's own).
 PREDICTION_KEYS = ("batch_size", "device", "num_workers", "amp", "channels_last", "image_size")
 

@@ -7,7 +7,8 @@ owner file can be locked by someone else: the kernel releases the lock when the 
 cannot be judged this way; server databases judge those by Optuna's heartbeat.
 
 A run folder is locked (`<run>/.lock`) while a process trains in it, so a second process can never resume a
-folder whose owner still lives.
+folder whose owner still lives. A cache being built is locked (`exclusive_lock`), so a second builder waits and
+then uses the first one's result.
 """
 
 from __future__ import annotations
@@ -81,6 +82,20 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"{run_dir}: another process is training this run now; wait for it or stop it") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing), waiting for any other holder first; the kernel
+    releases it if this process dies, so a killed builder never blocks the next one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)

@@ -1,7 +1,11 @@
 """The torch Dataset: (image, mask) pairs with torchvision.transforms.v2 joint transforms.
 
-Training items are resized to image_size (S x S, or H x W) and augmented jointly (random scale and crop,
-flips, colour jitter). Evaluation items give the image at image_size and the mask at the submission resolution
+Training items are resized to image_size (S x S, or H x W) and augmented on uint8 (random scale and crop,
+flips, colour jitter: competition.data.colour); they leave the DataLoader as uint8 and are normalised on the
+training device, a whole batch at once. Given `pixels` (an image store: decoded and resized
+once, competition.data.images), an item starts from the image already at image_size, and its mask is
+resized to it first (nearest, as the transforms' Resize does), so copy-paste pastes at image_size.
+Evaluation items give the image at image_size (float, normalised) and the mask at the submission resolution
 (256 x 256, nearest as OpenCV does it) so validation measures exactly what the leaderboard measures.
 Masks come from the on-disk cache (competition.data.masks), never from pycocotools.
 """
@@ -16,20 +20,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as F
 
 from competition.core.config import image_hw
 from competition.core.geometry import SUBMISSION_SIZE, resize_nearest
 from competition.data.coco import ImageInfo, read_image
+from competition.data.colour import MEAN, STD, ColourJitter
+from competition.data.images import DecodeEachTime
 from competition.data.masks import MaskStore
 from competition.data.rare import CopyPaste
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-
 
 def train_transform(cfg: dict[str, Any]) -> v2.Transform:
-    """Resize, random scale and crop back to size, flips, colour jitter, normalise (image and mask jointly)."""
+    """Resize, random scale and crop back to size, flips (image and mask jointly), colour jitter; uint8 stays
+    uint8 (normalisation follows per batch on the device: competition.data.colour.normalise)."""
     size = image_hw(cfg)
     steps: list[v2.Transform] = [v2.Resize(size, antialias=True)]
     lo, hi = cfg["aug_scale_min"], cfg["aug_scale_max"]
@@ -44,9 +49,8 @@ def train_transform(cfg: dict[str, Any]) -> v2.Transform:
     if cfg["aug_vflip"] > 0:
         steps.append(v2.RandomVerticalFlip(cfg["aug_vflip"]))
     if cfg["aug_color"] > 0:
-        s = cfg["aug_color"]
-        steps.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s, hue=min(0.5, s / 4)))
-    return v2.Compose([*steps, *_to_float()])
+        steps.append(ColourJitter(cfg["aug_color"]))
+    return v2.Compose(steps)
 
 
 def eval_transform(cfg: dict[str, Any]) -> v2.Transform:
@@ -64,7 +68,8 @@ def _to_float() -> list[v2.Transform]:
 class SegmentationDataset(Dataset):
     """Images of a dataset root with their cached masks.
 
-    mode `train`: (image [3,S,S] float, mask [S,S] int64) jointly transformed.
+    mode `train`: (image [3,S,S] uint8, mask [S,S] uint8) jointly transformed (normalised, and the labels
+    made int64, on the device: competition.train.setup.DeviceBatches).
     mode `eval`: (image [3,S,S] float, mask [256,256] int64 at the submission resolution).
     mode `predict` (masks=None): (image [3,S,S] float, index of the image).
     """
@@ -78,18 +83,25 @@ class SegmentationDataset(Dataset):
         transform: v2.Transform,
         mode: str,
         paste: CopyPaste | None = None,
+        pixels: DecodeEachTime | None = None,
     ):
         assert mode in ("train", "eval", "predict")
         self.root, self.source, self.images = Path(root), Path(source), list(images)
         self.masks, self.transform, self.mode, self.paste = masks, transform, mode, paste
+        self.pixels = pixels  # images at image_size (an ImageStore, or DecodeEachTime); None: decode here
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | int]:
         info = self.images[i]
-        pixels = np.asarray(read_image(self.root, info, self.source))
+        if self.pixels is not None:
+            pixels = self.pixels[info.id]
+        else:
+            pixels = np.asarray(read_image(self.root, info, self.source))
         mask = self.masks[info.id] if self.masks is not None else None
+        if self.pixels is not None and self.mode == "train" and mask.shape != pixels.shape[:2]:
+            mask = resize_mask(mask, pixels.shape[:2])
         if self.paste is not None and self.mode == "train":
             rng = np.random.default_rng(int(torch.randint(2**31, ())))  # follows the epoch's (and worker's) seed
             pixels, mask = self.paste(pixels, mask, rng)
@@ -99,5 +111,11 @@ class SegmentationDataset(Dataset):
         if self.mode == "eval":
             target = torch.from_numpy(resize_nearest(mask, SUBMISSION_SIZE).astype(np.int64))
             return self.transform(image), target
-        image, mask_t = self.transform(image, tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64))))
-        return image, mask_t.as_subclass(torch.Tensor)
+        image, mask_t = self.transform(image, tv_tensors.Mask(torch.from_numpy(np.array(mask, dtype=np.uint8))))
+        return image.as_subclass(torch.Tensor), mask_t.as_subclass(torch.Tensor)  # both uint8
+
+
+def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A uint8 label map resized to hw as the transforms' Resize resizes a Mask (nearest)."""
+    resized = F.resize(tv_tensors.Mask(torch.from_numpy(np.array(mask))[None]), list(hw), InterpolationMode.NEAREST)
+    return resized[0].numpy()

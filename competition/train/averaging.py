@@ -5,11 +5,11 @@ model: EMA's after every epoch, SWA's once it exists (the end of the fold)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
-from torch.utils.data import DataLoader
 
 
 class WeightAverage:
@@ -37,7 +37,7 @@ class WeightAverage:
         """The model to validate and checkpoint after an epoch: EMA's average, else the model itself."""
         return self.averaged.module if self.kind == "ema" else model
 
-    def final(self, model: torch.nn.Module, loader: DataLoader, device: torch.device) -> torch.nn.Module | None:
+    def final(self, model: torch.nn.Module, loader: Iterable, device: torch.device) -> torch.nn.Module | None:
         """SWA's average with BatchNorm statistics recomputed (None without SWA, or before any epoch averaged)."""
         if self.kind != "swa" or int(self.averaged.n_averaged) == 0:
             return None
@@ -52,7 +52,7 @@ class WeightAverage:
             self.averaged.load_state_dict(state)
 
 
-def _images(loader: DataLoader, device: torch.device):
+def _images(loader: Iterable, device: torch.device):
     """The training images alone, as update_bn wants them."""
     for images, _ in loader:
         yield images.to(device)

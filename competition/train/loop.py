@@ -36,7 +36,7 @@ from competition.train.averaging import WeightAverage
 from competition.train.evaluate import evaluate
 from competition.train.losses import MixedLoss
 from competition.train.optim import build_optimizer, build_scheduler
-from competition.train.setup import Setup, build_model, class_weights, fold_indices, loaders, prepare
+from competition.train.setup import DeviceBatches, Setup, build_model, class_weights, fold_indices, loaders, prepare
 from competition.train.summary import summarize_run
 
 # on_epoch(fold, epoch, running CV mean) is called after every epoch; it may raise to stop (pruning).
@@ -108,7 +108,7 @@ class Fold:
     loss_fn: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    train_loader: DataLoader
+    train_loader: DeviceBatches  # batches on the device, normalised there
     val_loader: DataLoader
     val_set: SegmentationDataset
     state: dict[str, Any]

@@ -14,19 +14,23 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
 
 import models
+from competition.core.config import image_hw
 from competition.core.errors import UserError
 from competition.core.log import Log
 from competition.data import (
     ClassTable,
     CopyPaste,
     DataRoot,
+    DecodeEachTime,
     Folds,
     MaskStore,
     PseudoLabels,
     SegmentationDataset,
     balanced_weights,
     eval_transform,
+    image_store,
     make_folds,
+    normalise,
     pseudo_dir,
     train_transform,
 )
@@ -45,21 +49,51 @@ class Setup:
     device: torch.device
     log: Log
     pseudo: PseudoLabels | None = None  # test images with pseudo-labels, added to every training fold
+    pixels: DecodeEachTime | None = None  # train_all's images at image_size (cached unless image_cache=false)
+    pseudo_pixels: DecodeEachTime | None = None
 
 
 def prepare(cfg: dict[str, Any], runs_dir: Path, log: Log) -> Setup:
-    """Load and validate the data, render (or reuse) the masks and the folds, open the pseudo-labelled set."""
+    """Load and validate the data, render (or reuse) the masks, the decoded images and the folds, open the
+    pseudo-labelled set."""
     data = DataRoot(Path(cfg["data"]))
     classes = data.classes(cfg["classes"], cfg["ignore_index"])
     masks = data.masks("train_all", classes, cfg["overlap"], log=log)
+    coco = data.coco("train_all")
+    pixels = image_source(cfg, data.root, coco.path, coco.images, log)
     folds = make_folds(data, cfg["split"], cfg["folds"], cfg["seed"])
     device = pick_device(cfg["device"])
-    pseudo = None
+    pseudo = pseudo_pixels = None
     if cfg["pseudo"]:
         pseudo = PseudoLabels(pseudo_dir(runs_dir, cfg["pseudo"]))
-        pseudo.check(list(classes.names), data.coco("train_all"))
+        pseudo.check(list(classes.names), coco)
         log(f"pseudo-labels: {len(pseudo.images)} test images of {cfg['pseudo']} join every training fold")
-    return Setup(cfg, data, classes, masks, folds, device, log, pseudo)
+        pseudo_pixels = image_source(cfg, Path(pseudo.meta["data"]), Path(pseudo.meta["source"]), pseudo.images, log)
+    return Setup(cfg, data, classes, masks, folds, device, log, pseudo, pixels, pseudo_pixels)
+
+
+def image_source(cfg: dict[str, Any], root: Path, source: Path, images, log: Log) -> DecodeEachTime:
+    """The images at image_size: the decode-once cache, or (image_cache=false) decoded on every read."""
+    if cfg.get("image_cache", True):  # runs saved before the setting existed resume with the default
+        return image_store(root, source, images, image_hw(cfg), log=log)
+    return DecodeEachTime(root, source, images, image_hw(cfg))
+
+
+class DeviceBatches:
+    """The training loader's uint8 batches moved to the device, where the images are normalised to float and
+    the labels become int64."""
+
+    def __init__(self, loader: DataLoader, device: torch.device):
+        self.loader, self.device = loader, device
+        self.dataset = loader.dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, targets in self.loader:
+            images = normalise(images.to(self.device, non_blocking=True))
+            yield images, targets.to(self.device, non_blocking=True).long()
 
 
 def fold_indices(cfg: dict[str, Any], folds: Folds) -> list[int]:
@@ -88,9 +122,10 @@ def class_weights(setup: Setup, train_ids: list[int]) -> torch.Tensor | None:
     return torch.tensor(np.where(share > 0, weights, 1.0), dtype=torch.float32)
 
 
-def loaders(setup: Setup, fold: int) -> tuple[DataLoader, DataLoader, SegmentationDataset]:
-    """The fold's training loader (its train images, plus the pseudo-labelled set; copy-paste and the balanced
-    sampler when asked) and validation loader (its validation images only), and the validation dataset."""
+def loaders(setup: Setup, fold: int) -> tuple[DeviceBatches, DataLoader, SegmentationDataset]:
+    """The fold's training batches (its train images, plus the pseudo-labelled set; copy-paste and the balanced
+    sampler when asked; normalised on the device), validation loader (its validation images only), and
+    the validation dataset."""
     cfg, data = setup.cfg, setup.data
     coco = data.coco("train_all")
     train_images = [coco.by_id[i] for i in setup.folds.train_ids(fold)]
@@ -100,15 +135,19 @@ def loaders(setup: Setup, fold: int) -> tuple[DataLoader, DataLoader, Segmentati
     if cfg["copy_paste"] > 0:  # objects come from this fold's training images only
         paste = CopyPaste(data.root, coco, train_ids, setup.classes, cfg["overlap"], cfg["copy_paste"])
     train_set = SegmentationDataset(
-        data.root, coco.path, train_images, setup.masks, train_transform(cfg), "train", paste
+        data.root, coco.path, train_images, setup.masks, train_transform(cfg), "train", paste, setup.pixels
     )
     label_maps = (setup.masks[i] for i in train_ids)
     if setup.pseudo is not None:  # training part only: the validation set below never sees them
         p = setup.pseudo
-        extra = SegmentationDataset(p.meta["data"], p.meta["source"], p.images, p, train_transform(cfg), "train")
+        extra = SegmentationDataset(
+            p.meta["data"], p.meta["source"], p.images, p, train_transform(cfg), "train", pixels=setup.pseudo_pixels
+        )
         train_set = ConcatDataset([train_set, extra])
         label_maps = itertools.chain(label_maps, (p[im.id] for im in p.images))
-    val_set = SegmentationDataset(data.root, coco.path, val_images, setup.masks, eval_transform(cfg), "eval")
+    val_set = SegmentationDataset(
+        data.root, coco.path, val_images, setup.masks, eval_transform(cfg), "eval", pixels=setup.pixels
+    )
     workers = int(cfg["num_workers"])
     common = {
         "num_workers": workers,
@@ -126,7 +165,7 @@ def loaders(setup: Setup, fold: int) -> tuple[DataLoader, DataLoader, Segmentati
         generator=generator, **common,
     )  # fmt: skip
     val_loader = DataLoader(val_set, batch, shuffle=False, **common)
-    return train_loader, val_loader, val_set
+    return DeviceBatches(train_loader, setup.device), val_loader, val_set
 
 
 def build_model(setup: Setup) -> tuple[torch.nn.Module, str]:
