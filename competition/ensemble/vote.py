@@ -12,7 +12,7 @@ from competition.core.errors import UserError
 from competition.core.log import Log
 from competition.core.runs import new_run_id, now
 from competition.data import DataRoot, resolve_data_root
-from competition.ensemble.members import blocks
+from competition.predict import BLOCK
 from competition.submit import SUBMISSIONS, check_name, read_submission, save_submission
 
 
@@ -47,7 +47,7 @@ def vote_csvs(
         "oof_miou": None,
         "member_oof_miou": [],
     }
-    masks = (mask for part in blocks(len(ids)) for mask in majority(votes[:, part]))
+    masks = (mask for start in range(0, len(ids), BLOCK) for mask in majority(votes[:, start : start + BLOCK]))
     save_submission(csv, ids, masks, num_classes, {**result, "method": "majority", "date": now()})
     log(f"submission: {csv}")
     return result

@@ -1,5 +1,6 @@
-"""Stored class probabilities: float16 arrays [n_images, n_classes, 256, 256] in .npy files, memory-mapped,
-each with a JSON manifest (`<name>.json`: images in order, class names, members).
+"""Stored class probabilities: uint8 arrays [n_images, n_classes, 256, 256] in .npy files (a probability p is
+stored as round(255 p), half the bytes of float16), memory-mapped, each with a JSON manifest (`<name>.json`:
+images in order, class names, dtype, members). Files written as float16 by earlier versions still load.
 
 They are what ensembling needs (out-of-fold probabilities to fit weights, test probabilities to average).
 Writers stream blocks of images to disk and publish the file under its final name only when complete.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,19 @@ from competition.core.errors import UserError
 from competition.core.fileio import read_json, temporary_name, write_json
 from competition.core.geometry import SUBMISSION_SIZE
 
+LEVELS = 255  # a stored uint8 value v means probability v / LEVELS
+DTYPES = {"uint8": 1 / LEVELS, "float16": 1.0}  # stored dtype -> probability per stored unit
+
 
 def manifest_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
+
+
+def quantise(probs: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] as uint8 round(255 p) (on the tensor's device, then to the CPU)."""
+    if isinstance(probs, torch.Tensor):
+        return probs.detach().float().mul(LEVELS).round_().clamp_(0, LEVELS).to("cpu", torch.uint8).numpy()
+    return np.clip(np.rint(np.asarray(probs, np.float32) * LEVELS), 0, LEVELS).astype(np.uint8)
 
 
 class ProbsWriter:
@@ -32,22 +44,21 @@ class ProbsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temporary_name(self.path)
         shape = (len(images), len(classes), SUBMISSION_SIZE, SUBMISSION_SIZE)
-        check_free_space(self.path, int(np.prod(shape)) * 2)
-        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float16, shape=shape)
+        check_free_space(self.path, int(np.prod(shape)))
+        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8, shape=shape)
         self.manifest = {
             "images": images,
             "classes": classes,
             "shape": list(shape),
-            "dtype": "float16",
+            "dtype": "uint8",
+            "levels": LEVELS,
             **meta,
         }
         self.filled = 0
 
     def write(self, probs: torch.Tensor | np.ndarray) -> None:
-        """Next block of probabilities [B, C, 256, 256] in image order."""
-        if isinstance(probs, torch.Tensor):
-            probs = probs.detach().to("cpu", torch.float16).numpy()
-        self.array[self.filled : self.filled + len(probs)] = probs
+        """Next block of probabilities [B, C, 256, 256] in image order (quantised to uint8 here)."""
+        self.array[self.filled : self.filled + len(probs)] = quantise(probs)
         self.filled += len(probs)
 
     def close(self) -> Path:
@@ -78,13 +89,46 @@ def write_probs(path: Path, images: list[str], classes: list[str], **meta: Any) 
     return ProbsWriter(path, images, classes, **meta)
 
 
-def read_probs(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """The memory-mapped float16 array and its manifest; missing or inconsistent files are UserErrors."""
+@dataclass
+class StoredProbs:
+    """A probability file: the memory-mapped array [n, C, 256, 256] as stored (uint8, or float16 in files of
+    earlier versions) and its manifest. `unit` is the probability of one stored unit (1/255 or 1)."""
+
+    path: Path
+    array: np.ndarray
+    manifest: dict[str, Any]
+
+    @property
+    def unit(self) -> float:
+        return DTYPES[self.manifest.get("dtype", "float16")]
+
+    @property
+    def images(self) -> list[str]:
+        return self.manifest["images"]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def probabilities(self, rows: slice | np.ndarray | int = slice(None)) -> np.ndarray:
+        """The probabilities of these images as float32 [b, C, 256, 256]."""
+        values = np.asarray(self.array[rows], dtype=np.float32)
+        return values if self.unit == 1.0 else values * np.float32(self.unit)
+
+
+def read_probs(path: Path) -> StoredProbs:
+    """A stored probability file, memory-mapped; missing or inconsistent files are UserErrors."""
     path = Path(path)
     if not path.exists() or not manifest_path(path).exists():
         raise UserError(f"{path}: probabilities not found (missing .npy or its .json manifest)")
     manifest = read_json(manifest_path(path))
     array = np.load(path, mmap_mode="r")
+    dtype = manifest.get("dtype", "float16")
+    if dtype not in DTYPES or array.dtype != np.dtype(dtype):
+        raise UserError(f"{path}: stored as {array.dtype}, its manifest says {dtype}; expected uint8 or float16")
     if list(array.shape) != manifest["shape"] or len(manifest["images"]) != array.shape[0]:
         raise UserError(f"{path}: array shape {array.shape} does not match its manifest {manifest['shape']}")
-    return array, manifest
+    return StoredProbs(path, array, manifest)
