@@ -1,6 +1,7 @@
 """Stored class probabilities: uint8 arrays [n_images, n_classes, 256, 256] in .npy files (a probability p is
-stored as round(255 p), half the bytes of float16), memory-mapped, each with a JSON manifest (`<name>.json`:
-images in order, class names, dtype, members). Files written as float16 by earlier versions still load.
+stored as round(255 p), half the bytes of float16; the argmax is kept exactly, see `quantise`), memory-mapped,
+each with a JSON manifest (`<name>.json`: images in order, class names, dtype, members). Files written as
+float16 by earlier versions still load.
 
 They are what ensembling needs (out-of-fold probabilities to fit weights, test probabilities to average).
 Writers stream blocks of images to disk and publish the file under its final name only when complete.
@@ -30,10 +31,16 @@ def manifest_path(path: Path) -> Path:
 
 
 def quantise(probs: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Probabilities in [0, 1] as uint8 round(255 p) (on the tensor's device, then to the CPU)."""
-    if isinstance(probs, torch.Tensor):
-        return probs.detach().float().mul(LEVELS).round_().clamp_(0, LEVELS).to("cpu", torch.uint8).numpy()
-    return np.clip(np.rint(np.asarray(probs, np.float32) * LEVELS), 0, LEVELS).astype(np.uint8)
+    """Probabilities [B, C, ...] in [0, 1] as uint8 round(255 p) (on the tensor's device, then to the CPU),
+    with each pixel's top class raised by at most one level where rounding would tie it with another class:
+    the argmax of the stored values is the argmax of the probabilities (the first of exact ties)."""
+    p = torch.as_tensor(probs).detach().float()
+    q = p.mul(LEVELS).round_().clamp_(0, LEVELS)
+    top = p.argmax(1, keepdim=True)
+    classes = torch.arange(p.shape[1], device=p.device).view(1, -1, *([1] * (p.dim() - 2)))
+    rival = torch.where(classes == top, -1.0, q + (classes < top).float())  # earlier classes win ties
+    q.scatter_(1, top, torch.maximum(q.gather(1, top), rival.amax(1, keepdim=True)).clamp_(max=LEVELS))
+    return q.to("cpu", torch.uint8).numpy()
 
 
 class ProbsWriter:
