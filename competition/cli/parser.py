@@ -84,7 +84,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=5,
         metavar="K",
-        help="keep out-of-fold probabilities (~1 GB per trial on real data) only for the best K trials; default 5",
+        help="keep out-of-fold probabilities (~0.5 GB per trial on real data) only for the best K trials; default 5",
     )
     p.add_argument("--storage", help="Optuna storage URL (default sqlite in the runs folder); journal:PATH for a file")
     p.add_argument("--study", help="study name (default: the model name)")
