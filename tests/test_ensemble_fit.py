@@ -18,6 +18,7 @@ from competition.ensemble.noise import gain, metric_value
 from competition.ensemble.pixels import read_pixels
 from competition.ensemble.weights import choose, halves
 from competition.predict import argmax, coefficients, mix, quantise, read_probs, write_probs
+from competition.predict.probs import quantise_tensor
 from competition.submit import per_image_confusion
 
 C = 5
@@ -100,8 +101,10 @@ def test_probabilities_are_stored_in_half_the_bytes_and_old_float16_files_load(t
     flat = np.full((1, C, 1, 3), 0.2, np.float32)  # exact ties keep the first class
     flat[0, 3, 0, 1] += 1e-4  # a tie after rounding: class 3 must stay on top
     np.testing.assert_array_equal(quantise(flat).argmax(1), flat.argmax(1))
+    np.testing.assert_array_equal(quantise_tensor(torch.from_numpy(flat)), quantise(flat))
     np.testing.assert_array_equal(old.probabilities(), probs.astype(np.float16).astype(np.float32))
     np.testing.assert_array_equal(quantise(torch.from_numpy(probs)), quantise(probs))
+    np.testing.assert_array_equal(quantise_tensor(torch.from_numpy(probs)), quantise(probs))  # the CUDA path
 
 
 def test_argmax_keeps_the_first_of_ties_like_numpy():

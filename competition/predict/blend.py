@@ -8,10 +8,12 @@ block shape or layout. The argmax keeps the first of tied classes, as numpy's do
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from competition.predict.probs import StoredProbs
+if TYPE_CHECKING:
+    from competition.predict.probs import StoredProbs
 
 BLOCK = 16  # images per streamed block: memory stays one block whatever the number of images
 

@@ -21,6 +21,7 @@ import torch
 from competition.core.errors import UserError
 from competition.core.fileio import read_json, temporary_name, write_json
 from competition.core.geometry import SUBMISSION_SIZE
+from competition.predict.blend import argmax
 
 LEVELS = 255  # a stored uint8 value v means probability v / LEVELS
 DTYPES = {"uint8": 1 / LEVELS, "float16": 1.0}  # stored dtype -> probability per stored unit
@@ -31,16 +32,26 @@ def manifest_path(path: Path) -> Path:
 
 
 def quantise(probs: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Probabilities [B, C, ...] in [0, 1] as uint8 round(255 p) (on the tensor's device, then to the CPU),
-    with each pixel's top class raised by at most one level where rounding would tie it with another class:
-    the argmax of the stored values is the argmax of the probabilities (the first of exact ties)."""
-    p = torch.as_tensor(probs).detach().float()
-    q = p.mul(LEVELS).round_().clamp_(0, LEVELS)
+    """Probabilities [B, C, ...] in [0, 1] as uint8 round(255 p), with each pixel's top class raised one level
+    where rounding tied it with an earlier class: the argmax of the stored values is the argmax of the
+    probabilities (the first of exact ties). CUDA tensors are quantised on the GPU."""
+    if isinstance(probs, torch.Tensor) and probs.device.type != "cpu":
+        return quantise_tensor(probs)
+    p = probs.detach().float().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs, np.float32)
+    q = np.rint(p * np.float32(LEVELS)).astype(np.uint8)  # rounding keeps order: q[top] >= every other q
+    top = argmax(p, 1)
+    moved = np.nonzero(argmax(q, 1) != top)  # an earlier class rounded to the same level
+    q[(moved[0], top[moved], *moved[1:])] += 1  # q[top] < 255 there: its rival shares at most 1 - p[top]
+    return q
+
+
+def quantise_tensor(probs: torch.Tensor) -> np.ndarray:
+    """`quantise` with torch operations on the tensor's device (the numpy path is faster on a CPU)."""
+    p = probs.detach().float()
+    q = p.mul(LEVELS).round_().to(torch.int16)
     top = p.argmax(1, keepdim=True)
-    classes = torch.arange(p.shape[1], device=p.device).view(1, -1, *([1] * (p.dim() - 2)))
-    rival = torch.where(classes == top, -1.0, q + (classes < top).float())  # earlier classes win ties
-    q.scatter_(1, top, torch.maximum(q.gather(1, top), rival.amax(1, keepdim=True)).clamp_(max=LEVELS))
-    return q.to("cpu", torch.uint8).numpy()
+    q.scatter_add_(1, top, (q.argmax(1, keepdim=True) != top).to(torch.int16))
+    return q.to(torch.uint8).cpu().numpy()
 
 
 class ProbsWriter:
