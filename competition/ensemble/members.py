@@ -57,7 +57,7 @@ class OofProbs:
         rows = []
         for fold, row in (self.where[n] for n in names):
             stored = self.folds[fold]
-            rows.append(stored.array[row] if stored.unit == unit else stored.probabilities(row))
+            rows.append(stored.read(row) if stored.unit == unit else stored.probabilities(row))
         return np.stack(rows)
 
 

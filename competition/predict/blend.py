@@ -53,7 +53,7 @@ def blended_masks(
     for start in range(0, len(members[0]), BLOCK):
         rows = slice(start, start + BLOCK)
         if len(members) == 1:  # a positive factor changes no argmax: skip the float copy
-            masks = argmax(np.asarray(members[0].array[rows]), 1)
+            masks = argmax(members[0].read(rows), 1)
         else:
-            masks = argmax(mix([m.array[rows] for m in members], coefs), 1)
+            masks = argmax(mix([m.read(rows) for m in members], coefs), 1)
         yield from (masks if lut is None else lut[masks])

@@ -55,19 +55,22 @@ def quantise_tensor(probs: torch.Tensor) -> np.ndarray:
 
 
 class ProbsWriter:
-    """Append probabilities block by block; `close()` publishes the array and its manifest."""
+    """Append probabilities block by block (plain file writes: memory stays one block); `close()` publishes
+    the array and its manifest."""
 
     def __init__(self, path: Path, images: list[str], classes: list[str], **meta: Any):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temporary_name(self.path)
-        shape = (len(images), len(classes), SUBMISSION_SIZE, SUBMISSION_SIZE)
-        check_free_space(self.path, int(np.prod(shape)))
-        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8, shape=shape)
+        self.shape = (len(images), len(classes), SUBMISSION_SIZE, SUBMISSION_SIZE)
+        check_free_space(self.path, int(np.prod(self.shape)))
+        self.file = open(self.tmp, "wb")  # noqa: SIM115 (closed by close() or abort())
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(self.file, {**header, "shape": self.shape})
         self.manifest = {
             "images": images,
             "classes": classes,
-            "shape": list(shape),
+            "shape": list(self.shape),
             "dtype": "uint8",
             "levels": LEVELS,
             **meta,
@@ -76,25 +79,28 @@ class ProbsWriter:
 
     def write(self, probs: torch.Tensor | np.ndarray) -> None:
         """Next block of probabilities [B, C, 256, 256] in image order (quantised to uint8 here)."""
-        self.array[self.filled : self.filled + len(probs)] = quantise(probs)
-        self.filled += len(probs)
+        block = quantise(probs)
+        if block.shape[1:] != self.shape[1:] or self.filled + len(block) > self.shape[0]:
+            raise ValueError(f"{self.path}: block {block.shape} does not fit {self.shape} after {self.filled} rows")
+        self.file.write(np.ascontiguousarray(block).tobytes())
+        self.filled += len(block)
 
     def close(self) -> Path:
-        if self.filled != len(self.array):
-            raise RuntimeError(f"{self.path}: wrote {self.filled} of {len(self.array)} images")
-        self.array.flush()
-        del self.array
+        self.file.close()
+        if self.filled != self.shape[0]:
+            self.abort()
+            raise RuntimeError(f"{self.path}: wrote {self.filled} of {self.shape[0]} images")
         os.replace(self.tmp, self.path)
         write_json(manifest_path(self.path), self.manifest)
         return self.path
 
     def abort(self) -> None:
+        self.file.close()
         self.tmp.unlink(missing_ok=True)
 
 
 def check_free_space(path: Path, needed: int) -> None:
-    """A UserError when the disk cannot hold `needed` more bytes. The memory-mapped file is sparse, so a full
-    disk would otherwise kill the process with SIGBUS in the middle of writing."""
+    """A UserError when the disk cannot hold `needed` more bytes, before anything is written."""
     free = shutil.disk_usage(path.parent).free
     if free < needed:
         raise UserError(
@@ -131,9 +137,23 @@ class StoredProbs:
     def __len__(self) -> int:
         return len(self.array)
 
-    def probabilities(self, rows: slice | np.ndarray | int = slice(None)) -> np.ndarray:
+    def read(self, rows: slice | int) -> np.ndarray:
+        """Stored values of a contiguous range of images [b, C, 256, 256] (or one image), read from the file
+        rather than through the memory map, so that streaming a large file keeps memory at one block."""
+        one = isinstance(rows, (int, np.integer))
+        start, stop, step = slice(rows, rows + 1).indices(len(self)) if one else rows.indices(len(self))
+        if step != 1:
+            raise ValueError(f"{self.path}: rows {rows} are not contiguous")
+        inner = self.array.shape[1:]
+        count = max(0, stop - start) * int(np.prod(inner))
+        with open(self.path, "rb") as f:
+            f.seek(self.array.offset + start * int(np.prod(inner)) * self.array.itemsize)
+            values = np.fromfile(f, self.array.dtype, count=count).reshape(-1, *inner)
+        return values[0] if one else values
+
+    def probabilities(self, rows: slice | int = slice(None)) -> np.ndarray:
         """The probabilities of these images as float32 [b, C, 256, 256]."""
-        values = np.asarray(self.array[rows], dtype=np.float32)
+        values = self.read(rows).astype(np.float32)
         return values if self.unit == 1.0 else values * np.float32(self.unit)
 
 
