@@ -206,8 +206,9 @@ def test_old_float16_probabilities_still_ensemble(trained):
     old = linked_copy(trained.runs / "run-b", trained.runs / "float16-copy")
     for path in [*old.glob("fold_*/oof.npy"), old / "test" / "probs.npy"]:
         stored = read_probs(path)
+        values = stored.probabilities().astype(np.float16)
         path.unlink()
-        np.save(path, stored.probabilities().astype(np.float16))
+        np.save(path, values)
         manifest = {k: v for k, v in stored.manifest.items() if k != "levels"}
         write_json(path.with_suffix(".json"), {**manifest, "dtype": "float16"})
         assert read_probs(path).array.dtype == np.float16
