@@ -8,12 +8,10 @@ block shape or layout. The argmax keeps the first of tied classes, as numpy's do
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from competition.predict.probs import StoredProbs
+from competition.predict.probs import StoredProbs, argmax
 
 BLOCK = 16  # images per streamed block: memory stays one block whatever the number of images
 
@@ -29,19 +27,6 @@ def mix(values: Sequence[np.ndarray], coefs: np.ndarray) -> np.ndarray:
     for value, coef in zip(values[1:], coefs[1:], strict=True):
         total += np.multiply(value, coef, dtype=np.float32)
     return total
-
-
-def argmax(scores: np.ndarray, axis: int) -> np.ndarray:
-    """Index (uint8) of the largest value along `axis`, the first on ties (a running maximum: faster than
-    np.argmax along a non-last axis)."""
-    planes = np.moveaxis(scores, axis, 0)
-    best = planes[0].copy()
-    index = np.zeros(best.shape, np.uint8)
-    for c in range(1, len(planes)):
-        better = planes[c] > best
-        np.maximum(best, planes[c], out=best)
-        index[better] = c
-    return index
 
 
 def blended_masks(

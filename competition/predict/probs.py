@@ -21,7 +21,6 @@ import torch
 from competition.core.errors import UserError
 from competition.core.fileio import read_json, temporary_name, write_json
 from competition.core.geometry import SUBMISSION_SIZE
-from competition.predict.blend import argmax
 
 LEVELS = 255  # a stored uint8 value v means probability v / LEVELS
 DTYPES = {"uint8": 1 / LEVELS, "float16": 1.0}  # stored dtype -> probability per stored unit
@@ -29,6 +28,19 @@ DTYPES = {"uint8": 1 / LEVELS, "float16": 1.0}  # stored dtype -> probability pe
 
 def manifest_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
+
+
+def argmax(scores: np.ndarray, axis: int) -> np.ndarray:
+    """Index (uint8) of the largest value along `axis`, the first on ties (a running maximum: faster than
+    np.argmax along a non-last axis)."""
+    planes = np.moveaxis(scores, axis, 0)
+    best = planes[0].copy()
+    index = np.zeros(best.shape, np.uint8)
+    for c in range(1, len(planes)):
+        better = planes[c] > best
+        np.maximum(best, planes[c], out=best)
+        index[better] = c
+    return index
 
 
 def quantise(probs: torch.Tensor | np.ndarray) -> np.ndarray:
