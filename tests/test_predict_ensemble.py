@@ -25,7 +25,7 @@ from competition.core.runs import update_run
 from competition.data import DataRoot, write_sample_dataset
 from competition.ensemble import ensemble_runs
 from competition.ensemble.vote import majority
-from competition.ensemble.weights import candidate_weights, parse_weights
+from competition.ensemble.weights import parse_weights
 from competition.predict import parse_tta, predict_probs, predict_run, read_probs
 from competition.submit import check_submission, read_submission, write_submission
 from competition.train import format_table, leaderboard_rows, train_run
@@ -110,13 +110,14 @@ def test_predict_json_contract_probs_and_csv(trained, tmp_path, capsys):
     assert result["run"] == run.name and result["folds"] == 2 and result["tta"] == ["1", "1+hflip"]
     assert Path(result["csv"]) == Path("submissions") / f"{run.name}-tta.csv"
     assert check_submission(result["csv"], trained.test_ids, NUM_CLASSES) == []
-    probs, manifest = read_probs(Path(result["probs"]))
-    assert probs.dtype == np.float16 and probs.shape == (4, NUM_CLASSES, 256, 256)
+    stored = read_probs(Path(result["probs"]))
+    manifest = stored.manifest
+    assert stored.array.dtype == np.uint8 and stored.array.shape == (4, NUM_CLASSES, 256, 256)
     assert manifest["images"] == trained.test_ids and manifest["members"] == [run.name]
-    assert manifest["folds"] == [0, 1] and manifest["tta"] == ["1", "1+hflip"]
-    np.testing.assert_allclose(probs.astype(np.float32).sum(1), 1, atol=1e-2)
+    assert manifest["folds"] == [0, 1] and manifest["tta"] == ["1", "1+hflip"] and manifest["dtype"] == "uint8"
+    np.testing.assert_allclose(stored.probabilities().sum(1), 1, atol=NUM_CLASSES * 0.5 / 255)
     masks = read_submission(result["csv"], trained.test_ids, NUM_CLASSES)
-    np.testing.assert_array_equal(masks, probs.astype(np.float32).argmax(1))  # every category kept: same values
+    np.testing.assert_array_equal(masks, stored.array.argmax(1))  # every category kept: same values
     sidecar = read_json(Path(result["csv"]).with_suffix(".json"))
     assert sidecar["run"] == run.name and sidecar["probs"] == result["probs"]
     assert "submission: submissions" in err  # human output on stderr with --json
@@ -148,10 +149,10 @@ def test_ensemble_of_identical_members_is_the_member(trained):
         read_submission(member_csv, trained.test_ids, NUM_CLASSES),
     )
     auto = ensemble_runs(["run-a", "run-a"], trained.runs, "same-auto", "auto", log=quiet)
-    assert sum(auto["weights"]) == pytest.approx(1) and auto["oof_miou"] >= auto["member_oof_miou"][0]
+    assert auto["selection"]["method"] == "equal" and auto["oof_miou"] == auto["member_oof_miou"][0]
 
 
-def test_auto_weights_are_never_worse_than_the_best_member(trained, capsys):
+def test_auto_weights_are_chosen_on_held_out_halves(trained, capsys):
     code, result, err = run_cli(
         capsys, "ensemble", "run-a", "run-b", "--runs-dir", str(trained.runs), "--name", "ab", "--json"
     )
@@ -159,7 +160,14 @@ def test_auto_weights_are_never_worse_than_the_best_member(trained, capsys):
     assert {"csv", "members", "weights", "oof_miou", "member_oof_miou"} <= set(result)
     assert result["members"] == ["run-a", "run-b"] and len(result["member_oof_miou"]) == 2
     assert sum(result["weights"]) == pytest.approx(1) and min(result["weights"]) >= 0
-    assert result["oof_miou"] >= max(result["member_oof_miou"])
+    selection = result["selection"]
+    assert selection["method"] in ("equal", "best member", "greedy") and selection["halves"] == [6, 6]
+    assert set(selection["gains"]) == {"best member - equal", "greedy - equal", "greedy - best member"}
+    if selection["method"] == "equal":
+        assert result["weights"] == [0.5, 0.5]
+    elif selection["method"] == "best member":
+        assert result["oof_miou"] == max(result["member_oof_miou"])
+    assert "held out" in err and "-> " + selection["method"] in err
     assert check_submission(result["csv"], trained.test_ids, NUM_CLASSES) == []
     sidecar = read_json(Path(result["csv"]).with_suffix(".json"))
     assert sidecar["weights"] == result["weights"] and "date" in sidecar
@@ -169,6 +177,51 @@ def test_auto_weights_are_never_worse_than_the_best_member(trained, capsys):
     assert "run-a*" in format_table([row])
 
 
+def test_select_takes_the_best_run_of_each_model_first(trained, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for name in ("run-a", "run-b"):
+        linked_copy(trained.runs / name, runs / name)
+    other = linked_copy(trained.runs / "run-b", runs / "other-model")
+    update_run(other, model="fpn")
+    results = read_json(other / "results.json")
+    write_json(other / "results.json", {**results, "model": "fpn", "miou": read_run_miou(runs) - 0.01})
+    code, result, err = run_cli(capsys, "ensemble", "--select", "top:2", "--runs-dir", str(runs), "--json")
+    assert code == 0, err
+    best_unet = max(("run-a", "run-b"), key=lambda r: read_json(runs / r / "results.json")["miou"])
+    assert result["members"] == [best_unet, "other-model"]  # the lower-ranked fpn before the other unet
+    code, _, err = run_cli(capsys, "ensemble", "--select", "top:4", "--runs-dir", str(runs))
+    assert code == 1 and "3 complete runs with out-of-fold probabilities" in err
+    code, _, err = run_cli(capsys, "ensemble", "run-a", "--select", "top:2", "--runs-dir", str(runs))
+    assert code == 2 and "drop the RUN arguments" in err
+    assert main(["ensemble", "--select", "best", "--runs-dir", str(runs)]) == 2
+
+
+def read_run_miou(runs: Path) -> float:
+    return min(read_json(runs / r / "results.json")["miou"] for r in ("run-a", "run-b"))
+
+
+def test_old_float16_probabilities_still_ensemble(trained):
+    """Run folders of earlier versions stored float16 probabilities (manifest dtype float16): they still load,
+    and score as the uint8 files within 1e-3."""
+    old = linked_copy(trained.runs / "run-b", trained.runs / "float16-copy")
+    for path in [*old.glob("fold_*/oof.npy"), old / "test" / "probs.npy"]:
+        stored = read_probs(path)
+        values = stored.probabilities().astype(np.float16)
+        path.unlink()
+        np.save(path, values)
+        manifest = {k: v for k, v in stored.manifest.items() if k != "levels"}
+        write_json(path.with_suffix(".json"), {**manifest, "dtype": "float16"})
+        assert read_probs(path).array.dtype == np.float16
+    new = ensemble_runs(["run-a", "run-b"], trained.runs, "new-format", "0.3,0.7", log=quiet)
+    old_result = ensemble_runs(["run-a", old.name], trained.runs, "old-format", "0.3,0.7", log=quiet)
+    assert abs(new["oof_miou"] - old_result["oof_miou"]) <= 1e-3
+    assert new["member_oof_miou"][1] == pytest.approx(old_result["member_oof_miou"][1], abs=1e-3)
+    same = read_submission(new["csv"], trained.test_ids, NUM_CLASSES) == read_submission(
+        old_result["csv"], trained.test_ids, NUM_CLASSES
+    )
+    assert same.mean() > 0.999
+
+
 def test_ensemble_predicts_members_without_test_probabilities(trained):
     copy = linked_copy(trained.runs / "run-b", trained.runs / "unpredicted-copy")
     shutil.rmtree(copy / "test")
@@ -176,6 +229,7 @@ def test_ensemble_predicts_members_without_test_probabilities(trained):
     fresh = ensemble_runs(["run-a", copy.name], trained.runs, "fresh", "0.3,0.7", log=messages.append)
     assert any("unpredicted-copy: no test probabilities; running predict first" in m for m in messages)
     assert (copy / "test" / "probs.npy").exists() and fresh["weights"] == pytest.approx([0.3, 0.7])
+    assert fresh["selection"] == {}
     stored = ensemble_runs(["run-a", "run-b"], trained.runs, "stored", "0.3,0.7", log=quiet)
     assert fresh["oof_miou"] == stored["oof_miou"]
     np.testing.assert_array_equal(
@@ -198,7 +252,7 @@ def test_probabilities_refuse_a_disk_without_room(tmp_path, monkeypatch):
     from competition.predict import write_probs
 
     usage = shutil.disk_usage(tmp_path)
-    needed = 3 * 12 * 256 * 256 * 2  # float16
+    needed = 3 * 12 * 256 * 256  # uint8
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=needed - 1))
     with pytest.raises(UserError, match=r"oof.npy: needs 0.00 GiB for probabilities but only 0.00 GiB is free"):
         write_probs(tmp_path / "oof.npy", ["a", "b", "c"], [str(c) for c in range(12)])
@@ -235,20 +289,13 @@ def test_ensemble_refuses_bad_members_and_names(trained, capsys):
         ensemble_runs([nested.name, "run-a"], trained.runs, log=quiet)
 
 
-def test_weights_parsing_and_candidates():
+def test_weights_parsing():
     assert parse_weights("auto", 2) is None
     np.testing.assert_allclose(parse_weights("equal", 4), [0.25] * 4)
     np.testing.assert_allclose(parse_weights("1,3", 2), [0.25, 0.75])
     for bad in ("1", "a,b", "-1,2", "0,0", "1,nan"):
         with pytest.raises(UserError, match="--weights"):
             parse_weights(bad, 2)
-    for m, count in ((2, 11), (3, 67), (5, 70)):
-        candidates = candidate_weights(m)
-        assert candidates.shape == (count, m)
-        np.testing.assert_allclose(candidates.sum(1), 1)
-        np.testing.assert_allclose(candidates[0], 1 / m)
-        np.testing.assert_array_equal(candidates[1 : m + 1], np.eye(m))
-        assert len(np.unique(candidates.round(6), axis=0)) == count
 
 
 # --- voting CSVs --------------------------------------------------------------------------------------------

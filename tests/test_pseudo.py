@@ -32,9 +32,9 @@ def test_pseudo_labels_join_training_folds_only(tmp_path, capsys):
     made = cli_json(capsys, "pseudo-label", run, "--runs-dir", str(runs), "--threshold", "0.3", "--name", "p")
     assert made["set"] == "pseudo=p" and made["images"] == 4
 
-    probs, _ = read_probs(runs / run / "test" / "probs.npy")  # the labels, computed independently
-    top = np.asarray(probs, dtype=np.float32).max(1)
-    expected = np.where(top >= 0.3, np.asarray(probs, dtype=np.float32).argmax(1), 255)
+    probs = read_probs(runs / run / "test" / "probs.npy").probabilities()  # the labels, computed independently
+    top = probs.max(1)
+    expected = np.where(top >= 0.3, probs.argmax(1), 255)
     labels = np.load(runs / "pseudo" / "p" / "labels.npy")
     assert (labels == expected).all() and made["kept"] == pytest.approx((top >= 0.3).mean())
 

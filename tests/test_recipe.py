@@ -105,7 +105,7 @@ def test_ema_accumulation_non_square_and_validation_tta(sample_root, tmp_path, c
     run_dir = runs / result["run"]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["image_size"] == "32x48" and config["ema"] == 0.9 and config["accum"] == 2
-    _, manifest = read_probs(run_dir / "fold_0" / "oof.npy")
+    manifest = read_probs(run_dir / "fold_0" / "oof.npy").manifest
     assert manifest["tta"] == ["1", "1+hflip"]  # out-of-fold probabilities saw the validation views
     prediction = run(capsys, "predict", result["run"], "--runs-dir", str(runs), "--tta", "hflip,0.75,1")
     assert prediction["tta"] == ["0.75", "0.75+hflip", "1", "1+hflip"]

@@ -135,11 +135,11 @@ def test_two_fold_run_end_to_end(sample_root, tmp_path, capsys):
         assert best["epoch"] in (1, 2) and set(best["model"]) == set(
             models.create_model("unet", 12, {"encoder": "resnet18"})[0].state_dict()
         )
-        probs, manifest = read_probs(d / "oof.npy")
-        assert probs.dtype == np.float16 and probs.shape[1:] == (12, 256, 256)
-        assert len(manifest["images"]) == probs.shape[0] == fold["n_val"]
-        assert manifest["classes"] == list(data.classes().names)
-        np.testing.assert_allclose(probs[:2].astype(np.float32).sum(1), 1.0, atol=1e-2)
+        stored = read_probs(d / "oof.npy")
+        assert stored.array.dtype == np.uint8 and stored.array.shape[1:] == (12, 256, 256)
+        assert len(stored.images) == len(stored) == fold["n_val"]
+        assert stored.classes == list(data.classes().names)
+        np.testing.assert_allclose(stored.probabilities(slice(0, 2)).sum(1), 1.0, atol=12 * 0.5 / 255)
 
 
 def test_resume_skips_finished_folds_and_continues_a_fold(sample_root, tmp_path):

@@ -16,7 +16,7 @@ from competition.core.config import PREDICTION_KEYS, resolve, user_settings
 from competition.core.errors import UsageError
 from competition.core.runs import find_run, new_run_id
 from competition.data import DataRoot, describe_dataset, resolve_data_root, write_sample_dataset
-from competition.ensemble import ensemble_runs, vote_csvs
+from competition.ensemble import ensemble_runs, select_members, vote_csvs
 from competition.predict import predict_run, pseudo_label
 from competition.search import SearchRequest, run_search
 from competition.submit import check_submission, score_submission
@@ -111,12 +111,16 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     log = logger(args)
     settings = prediction_settings(args, "ensemble")
     if args.from_csv:
-        if args.runs:
-            raise UsageError(f"ensemble --from-csv votes CSV files; drop the RUN arguments {' '.join(args.runs)}")
+        if args.runs or args.select:
+            dropped = " ".join(args.runs) if args.runs else f"--select {args.select}"
+            raise UsageError(f"ensemble --from-csv votes CSV files; drop {dropped}")
         result = vote_csvs([Path(p) for p in args.from_csv], args.data, args.name, log=log)
     else:
         runs_dir = Path(args.runs_dir)
-        result = ensemble_runs(args.runs, runs_dir, args.name, args.weights, args.data, args.tta, settings, log=log)
+        if args.select and args.runs:
+            raise UsageError(f"ensemble --select picks the runs; drop the RUN arguments {' '.join(args.runs)}")
+        refs = select_members(args.select, runs_dir, log) if args.select else args.runs
+        result = ensemble_runs(refs, runs_dir, args.name, args.weights, args.data, args.tta, settings, log=log)
     if args.json:
         emit_json(result)
     return 0

@@ -84,7 +84,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=5,
         metavar="K",
-        help="keep out-of-fold probabilities (~1 GB per trial on real data) only for the best K trials; default 5",
+        help="keep out-of-fold probabilities (~0.5 GB per trial on real data) only for the best K trials; default 5",
     )
     p.add_argument("--storage", help="Optuna storage URL (default sqlite in the runs folder); journal:PATH for a file")
     p.add_argument("--study", help="study name (default: the model name)")
@@ -110,7 +110,14 @@ def _add_ensemble(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ensemble", help="soft-vote ensemble of runs (or hard vote of CSVs) -> submissions/NAME.csv")
     p.add_argument("runs", nargs="*", metavar="RUN", help="two or more runs (ids, prefixes, folders, trial refs)")
     p.add_argument("--from-csv", nargs="+", metavar="CSV", help="pixel-wise majority vote of these CSVs instead")
-    p.add_argument("--weights", default="auto", help="auto (best out-of-fold mIoU), equal, or w1,w2,... (default auto)")
+    p.add_argument(
+        "--select", metavar="top:K", help="members from the leaderboard: the K best runs, distinct models first"
+    )
+    p.add_argument(
+        "--weights",
+        default="auto",
+        help="auto (equal, best member or greedy, checked on held-out halves), equal, or w1,w2,... (default auto)",
+    )
     _prediction_options(p)
     p.add_argument("--name", help="submissions/NAME.csv and runs/NAME (default: ensemble-DATE-HEX)")
     p.set_defaults(handler="cmd_ensemble")

@@ -9,8 +9,8 @@ runs/<id>/config.json        resolved settings (defaults < model < file < --set 
           *.png              learning curves, per-class IoU bars
           fold_<i>/best.pt   best checkpoint of the fold (state dict; loaded with weights_only=True)
           fold_<i>/last.pt   resume state of an unfinished fold (removed when the fold is done)
-          fold_<i>/result.json, metrics.csv, oof.npy (float16 [n, C, 256, 256]) + oof.json, overlay_*.png
-          test/probs.npy     test probabilities of `predict` (float16) + probs.json
+          fold_<i>/result.json, metrics.csv, oof.npy (uint8 [n, C, 256, 256]) + oof.json, overlay_*.png
+          test/probs.npy     test probabilities of `predict` (uint8) + probs.json
           .lock              held (flock) while a process trains in the folder
 ```
 

@@ -3,6 +3,7 @@ of submission CSVs.
 """
 
 from competition.ensemble.members import Member, read_oof
+from competition.ensemble.select import select_members
 from competition.ensemble.soft import ensemble_runs
 from competition.ensemble.vote import vote_csvs
 
@@ -10,5 +11,6 @@ __all__ = [
     "Member",
     "read_oof",
     "ensemble_runs",
+    "select_members",
     "vote_csvs",
 ]

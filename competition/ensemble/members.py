@@ -4,22 +4,19 @@ images and classes (test probabilities are predicted first when missing).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from competition.core.errors import UserError
 from competition.core.fileio import read_json
 from competition.core.log import Log
 from competition.core.runs import find_run, read_run
 from competition.data import ClassTable, DataRoot, ImageInfo
-from competition.predict import describe_views, parse_tta, predict_run, read_probs
-
-BLOCK = 16  # images per streamed block
+from competition.predict import StoredProbs, describe_views, parse_tta, predict_run, read_probs
 
 
 @dataclass
@@ -36,24 +33,32 @@ class Member:
 
 @dataclass
 class OofProbs:
-    """A member's out-of-fold probabilities: its folds' memory-mapped arrays and where each image's row is."""
+    """A member's out-of-fold probabilities: its folds' stored files and where each image's row is."""
 
-    arrays: list[np.ndarray]
-    where: dict[str, tuple[int, int]]  # file_name -> (fold array, row)
+    folds: list[StoredProbs]
+    where: dict[str, tuple[int, int]]  # file_name -> (fold file, row)
     classes: list[str]
 
-    def block(self, names: Sequence[str]) -> torch.Tensor:
-        """Probabilities [len(names), 256, 256, C] (float32, classes last) of these images."""
-        return classes_last(np.stack([self.arrays[k][row] for k, row in (self.where[n] for n in names)]))
+    @property
+    def unit(self) -> float:
+        """Probability per unit of `block`: the folds' own (1/255 or 1), or 1 if their formats differ."""
+        units = {fold.unit for fold in self.folds}
+        return units.pop() if len(units) == 1 else 1.0
 
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of `block`."""
+        same = len({fold.unit for fold in self.folds}) == 1
+        return self.folds[0].array.dtype if same else np.dtype(np.float32)
 
-def classes_last(probs: np.ndarray) -> torch.Tensor:
-    """Stored probabilities [B, C, H, W] as float32 [B, H, W, C]: the argmax over classes is then 3x faster."""
-    return torch.from_numpy(np.ascontiguousarray(probs.transpose(0, 2, 3, 1), dtype=np.float32))
-
-
-def blocks(n: int, size: int = BLOCK) -> Iterator[slice]:
-    return (slice(start, min(start + size, n)) for start in range(0, n, size))
+    def block(self, names: Sequence[str]) -> np.ndarray:
+        """Stored values [len(names), C, 256, 256] of these images (probabilities = values x unit)."""
+        unit = self.unit
+        rows = []
+        for fold, row in (self.where[n] for n in names):
+            stored = self.folds[fold]
+            rows.append(stored.read(row) if stored.unit == unit else stored.probabilities(row))
+        return np.stack(rows)
 
 
 def load_member(runs_dir: Path, ref: str) -> Member:
@@ -76,10 +81,10 @@ def read_oof(member: Member) -> OofProbs:
             else "runs trained with save_oof=false and pruned trials have none"
         )
         raise UserError(f"{member.dir}: no out-of-fold probabilities (fold_*/oof.npy); {why}")
-    loaded = [(path, *read_probs(path)) for path in paths]
-    classes = check_classes([(path, manifest["classes"]) for path, _, manifest in loaded])
-    where = {name: (k, row) for k, (_, _, manifest) in enumerate(loaded) for row, name in enumerate(manifest["images"])}
-    return OofProbs([array for _, array, _ in loaded], where, classes)
+    folds = [read_probs(path) for path in paths]
+    classes = check_classes([(fold.path, fold.classes) for fold in folds])
+    where = {name: (k, row) for k, fold in enumerate(folds) for row, name in enumerate(fold.images)}
+    return OofProbs(folds, where, classes)
 
 
 def check_classes(tables: Sequence[tuple[Path, list[str]]]) -> list[str]:
@@ -109,9 +114,7 @@ def oof_images(members: Sequence[Member], oofs: Sequence[OofProbs], data: DataRo
     return [im for im in coco.images if im.file_name in union]
 
 
-def member_test_probs(
-    member: Member, root: Path, tta: str | None, settings: dict[str, Any], log: Log
-) -> tuple[np.ndarray, dict[str, Any]]:
+def member_test_probs(member: Member, root: Path, tta: str | None, settings: dict[str, Any], log: Log) -> StoredProbs:
     """A member's stored test probabilities, predicting them first when missing (or made with another TTA)."""
     path = member.dir / "test" / "probs.npy"
     manifest = path.with_suffix(".json")
@@ -131,19 +134,18 @@ def load_test_probs(
     tta: str | None,
     settings: dict[str, Any],
     log: Log,
-) -> list[np.ndarray]:
+) -> list[StoredProbs]:
     """Every member's test probabilities, checked to cover test.json's images in order with the same classes."""
     test = root.coco("test")
     ids = [im.file_name for im in test.images]
-    arrays = []
+    stored = []
     for member in members:
-        array, manifest = member_test_probs(member, root.root, tta, settings, log)
-        source = member.dir / "test" / "probs.npy"
-        if manifest["images"] != ids:
+        probs = member_test_probs(member, root.root, tta, settings, log)
+        if probs.images != ids:
             raise UserError(
-                f"{source}: its {len(manifest['images'])} images are not those of {test.path} in order; "
+                f"{probs.path}: its {len(probs.images)} images are not those of {test.path} in order; "
                 f"re-run ./run.sh predict {member.id} --data {root.root}"
             )
-        check_classes([(members[0].dir, list(classes.names)), (source, manifest["classes"])])
-        arrays.append(array)
-    return arrays
+        check_classes([(members[0].dir, list(classes.names)), (probs.path, probs.classes)])
+        stored.append(probs)
+    return stored

@@ -1,47 +1,34 @@
 """Ensembles: soft voting of trained runs' stored probabilities, or hard voting of submission CSVs.
 
-Soft voting (`ensemble_runs`): weights are chosen on the members' out-of-fold probabilities (`auto`: the
-candidate with the best out-of-fold ranking mIoU among every single member, equal weights and a simplex grid,
-all scored in one streamed pass), then the members' test probabilities are averaged with them. The result is
+Soft voting (`ensemble_runs`): weights are chosen on the members' out-of-fold probabilities (`auto`: equal
+weights, the best member or greedy selection, whichever wins on held-out halves by more than the noise; see
+ensemble.weights), then the members' test probabilities are averaged with them. The result is
 `submissions/<name>.csv` (+ `.json` sidecar) and a run folder `runs/<name>/` that ranks on the leaderboard.
 
 Hard voting (`vote_csvs`): the pixel-wise majority of existing CSVs, ties to the earliest CSV.
-Probabilities are streamed in blocks of images, so memory stays one block whatever the dataset's size; the
-blocks are weighed and scored on the GPU when there is one.
+Test probabilities are streamed in blocks of images, so memory stays one block whatever the test set's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 from competition.core.errors import UserError
 from competition.core.fileio import write_json
 from competition.core.log import Log
 from competition.core.runs import new_run_id, now, read_run
 from competition.data import DataRoot
-from competition.ensemble.members import blocks, classes_last, load_member, load_test_probs
-from competition.ensemble.weights import Fit, blend, fit_weights
-from competition.predict import pick_device, run_classes
+from competition.ensemble.members import load_member, load_test_probs
+from competition.ensemble.weights import Fit, fit_weights
+from competition.predict import blended_masks, run_classes
 from competition.submit import (
     SUBMISSIONS,
     check_name,
     save_submission,
     submission_values,
 )
-
-
-def blended_masks(
-    arrays: Sequence[np.ndarray], weights: np.ndarray, lut: np.ndarray, device: torch.device
-) -> Iterator[np.ndarray]:
-    """Argmax masks (competition values) of the weighted average of test probabilities, block by block."""
-    for part in blocks(len(arrays[0])):
-        probs = torch.stack([classes_last(a[part]) for a in arrays]).to(device)
-        yield from lut[blend(probs, weights).argmax(-1).cpu().numpy()]
 
 
 def ensemble_dir(runs_dir: Path, name: str) -> Path:
@@ -85,7 +72,6 @@ def ensemble_runs(
     `settings`: prediction settings for members whose test probabilities must be made (see predict_run).
     """
     settings = settings or {}
-    device = settings.get("device", "auto")
     if len(refs) < 2:
         raise UserError("ensemble: give at least two runs (or --from-csv with CSV files)")
     run_dir = ensemble_dir(runs_dir, name or new_run_id("ensemble"))
@@ -94,9 +80,9 @@ def ensemble_runs(
     cfg = members[0].cfg
     root = DataRoot(Path(data or cfg["data"]))
     classes = run_classes(members[0].dir, cfg, root)
-    fit = fit_weights(members, root, classes, weights, pick_device(device), log)
+    fit = fit_weights(members, root, classes, weights, log)
     log(weights_table(ids, fit, cfg["metric"]))
-    arrays = load_test_probs(members, root, classes, tta, settings, log)
+    stored = load_test_probs(members, root, classes, tta, settings, log)
     full = root.classes()
     csv = out_dir / f"{run_dir.name}.csv"
     date = now()
@@ -107,8 +93,9 @@ def ensemble_runs(
         "oof_miou": fit.miou,
         "member_oof_miou": fit.member_miou,
         "metric": cfg["metric"],
+        "selection": fit.selection,
     }
-    masks = blended_masks(arrays, fit.weights, submission_values(classes, full), pick_device(device))
+    masks = blended_masks(stored, fit.weights, submission_values(classes, full))
     save_submission(
         csv, [im.file_name for im in root.coco("test").images], masks, full.num_classes, {**result, "date": date}
     )

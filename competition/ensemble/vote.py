@@ -1,8 +1,9 @@
-"""Hard voting: the pixel-wise majority of existing submission CSVs, ties to the earliest CSV."""
+"""Hard voting: the pixel-wise majority of existing submission CSVs, ties to the earliest CSV (read row by row,
+BLOCK images at a time: memory does not grow with the test set)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ from competition.core.errors import UserError
 from competition.core.log import Log
 from competition.core.runs import new_run_id, now
 from competition.data import DataRoot, resolve_data_root
-from competition.ensemble.members import blocks
-from competition.submit import SUBMISSIONS, check_name, read_submission, save_submission
+from competition.predict import BLOCK
+from competition.submit import SUBMISSIONS, check_name, iter_submission, save_submission
 
 
 def majority(votes: np.ndarray) -> np.ndarray:
@@ -37,7 +38,7 @@ def vote_csvs(
     root = DataRoot(resolve_data_root(data, log), check_images=False)
     ids = [im.file_name for im in root.coco("test").images]
     num_classes = root.classes().num_classes
-    votes = np.stack([read_submission(path, ids, num_classes) for path in csvs])
+    rows = [iter_submission(path, ids, num_classes) for path in csvs]  # each checked first
     log(f"voting {len(csvs)} CSVs pixel by pixel over {len(ids)} test images")
     csv = out_dir / f"{name}.csv"
     result = {
@@ -47,7 +48,14 @@ def vote_csvs(
         "oof_miou": None,
         "member_oof_miou": [],
     }
-    masks = (mask for part in blocks(len(ids)) for mask in majority(votes[:, part]))
+    masks = (mask for votes in _blocks(rows, len(ids)) for mask in majority(votes))
     save_submission(csv, ids, masks, num_classes, {**result, "method": "majority", "date": now()})
     log(f"submission: {csv}")
     return result
+
+
+def _blocks(rows: list[Iterator[np.ndarray]], n: int) -> Iterator[np.ndarray]:
+    """Votes [K, b, 256, 256] of BLOCK images at a time from K row iterators."""
+    for start in range(0, n, BLOCK):
+        count = min(BLOCK, n - start)
+        yield np.stack([np.stack([next(r) for _ in range(count)]) for r in rows])

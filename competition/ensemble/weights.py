@@ -1,39 +1,32 @@
-"""Ensemble weights: `equal`, a list, or `auto` (the candidate with the best out-of-fold ranking mIoU among
-every single member, equal weights and a simplex grid, all scored in one streamed pass).
+"""Ensemble weights: `equal`, a list, or `auto`, scored on the members' out-of-fold probabilities.
+
+`auto` guards against fitting fold noise. The out-of-fold images are split into two random halves; on each
+half the best member is picked and greedy selection (ensemble.greedy) fits weights, and both are scored on the
+other half. From these held-out scores (every image scored by weights fitted without it), equal weights are
+kept unless the best member beats them by more than Z standard errors, and greedy weights (the mean of the two
+halves' fits) are taken only if they beat that choice by more than Z standard errors.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from competition.core.errors import UserError
-from competition.core.geometry import resize_nearest
 from competition.core.log import Log
-from competition.data import ClassTable, DataRoot, ImageInfo, MaskStore
-from competition.ensemble.members import Member, OofProbs, blocks, check_classes, oof_images, read_oof
+from competition.data import ClassTable, DataRoot
+from competition.ensemble.greedy import greedy
+from competition.ensemble.members import Member, check_classes, oof_images, read_oof
+from competition.ensemble.noise import gain, metric_value
+from competition.ensemble.pixels import OofPixels, read_pixels
 from competition.submit import MeanIoU, Scores, ranking_value
 
-GRID_STEP = 0.1  # simplex grid of candidate weights, up to GRID_MEMBERS members
-GRID_MEMBERS = 3
-RANDOM_CANDIDATES = 64  # Dirichlet samples of candidate weights beyond GRID_MEMBERS members
-
-
-def candidate_weights(m: int, seed: int = 0) -> np.ndarray:
-    """Candidate weight vectors [K, m] summing to 1, without repeats: equal weights, then each single member
-    (rows 1..m), then a simplex grid of step GRID_STEP (up to GRID_MEMBERS members) or Dirichlet samples."""
-    rows = [np.full(m, 1 / m), *np.eye(m)]
-    if m <= GRID_MEMBERS:
-        steps = round(1 / GRID_STEP)
-        rows += [np.array(c) / steps for c in itertools.product(range(steps + 1), repeat=m) if sum(c) == steps]
-    else:
-        rows += list(np.random.default_rng(seed).dirichlet(np.ones(m), RANDOM_CANDIDATES))
-    _, first = np.unique(np.round(np.stack(rows), 6), axis=0, return_index=True)
-    return np.stack(rows)[np.sort(first)]
+Z = 2.0  # standard errors a held-out gain must exceed to replace the simpler weighting
+SPLIT_SEED = 0
 
 
 def parse_weights(spec: str, m: int) -> np.ndarray | None:
@@ -51,46 +44,77 @@ def parse_weights(spec: str, m: int) -> np.ndarray | None:
     return weights / weights.sum()
 
 
-def blend(probs: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
-    """Weighted sum over the first (member) axis of probabilities [M, ...] -> [...]."""
-    return torch.tensordot(torch.from_numpy(weights).float().to(probs.device), probs, dims=1)
-
-
-def score_weights(
-    oofs: Sequence[OofProbs],
-    images: Sequence[ImageInfo],
-    masks: MaskStore,
-    candidates: np.ndarray,
-    classes: ClassTable,
-    device: torch.device,
-) -> list[Scores]:
-    """Out-of-fold scores of every candidate weight vector, in one streamed pass over blocks of images."""
-    metrics = [MeanIoU(classes.num_classes, classes.ignore_index, device) for _ in candidates]
-    for part in blocks(len(images)):
-        chunk = images[part]
-        names = [im.file_name for im in chunk]
-        probs = torch.stack([oof.block(names) for oof in oofs]).to(device)
-        target = np.stack([resize_nearest(masks[im.id]) for im in chunk]).astype(np.int64)
-        target = torch.from_numpy(target).to(device)
-        for weights, metric in zip(candidates, metrics, strict=True):
-            metric.update(blend(probs, weights).argmax(-1), target)
-    return [metric.compute() for metric in metrics]
+def halves(n: int, seed: int = SPLIT_SEED) -> np.ndarray:
+    """A random split of n images into two halves: the half (0 or 1) of each."""
+    return (np.random.default_rng(seed).permutation(n) % 2).astype(np.int64)
 
 
 @dataclass
 class Fit:
-    """The chosen weights and the out-of-fold scores of the ensemble and of each member alone."""
+    """The chosen weights, the out-of-fold scores of the ensemble and of each member alone, and how `auto`
+    chose (empty for given weights)."""
 
     weights: np.ndarray
     miou: float
     member_miou: list[float]
     scores: Scores
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
-def fit_weights(
-    members: Sequence[Member], root: DataRoot, classes: ClassTable, spec: str, device: torch.device, log: Log
-) -> Fit:
-    """Score the candidate weights (or the given ones) and every member out of fold; keep the best."""
+def scores_of(cm: np.ndarray, classes: ClassTable) -> Scores:
+    """The scores (submit.metric) of per-image confusion counts."""
+    metric = MeanIoU(classes.num_classes, classes.ignore_index)
+    metric.add(torch.from_numpy(cm))
+    return metric.compute()
+
+
+def choose(pixels: OofPixels, metric: str, log: Log) -> tuple[np.ndarray, dict[str, Any]]:
+    """Equal weights, the best member or greedy weights, by their held-out scores (see the module doc)."""
+    m = len(pixels.units)
+    equal = np.full(m, 1 / m)
+    whole = [metric_value(pixels.member_confusion(k), metric) for k in range(m)]
+    if min(np.bincount(pixels.part_of, minlength=2)) < 2:
+        log("too few out-of-fold images to check a fit on held-out images: equal weights")
+        return equal, {"method": "equal", "reason": "fewer than 4 out-of-fold images"}
+    held = {"equal": pixels.confusion(equal), "best member": 0, "greedy": 0}
+    fitted = []
+    for part in (0, 1):
+        other = [1 - part]
+        best = int(np.argmax([metric_value(pixels.member_confusion(k, [part]), metric) for k in range(m)]))
+        counts = greedy(pixels, part, metric, best)
+        fitted.append(counts / counts.sum())
+        held["best member"] = held["best member"] + pixels.member_confusion(best, other)
+        held["greedy"] = held["greedy"] + pixels.confusion(fitted[-1], other)
+    gains = {
+        "best member - equal": gain(held["best member"], held["equal"], metric),
+        "greedy - equal": gain(held["greedy"], held["equal"], metric),
+        "greedy - best member": gain(held["greedy"], held["best member"], metric),
+    }
+    method = "best member" if gains["best member - equal"].beats(Z) else "equal"
+    if gains[f"greedy - {method}"].beats(Z):
+        method = "greedy"
+    weights = {"equal": equal, "best member": np.eye(m)[int(np.argmax(whole))], "greedy": np.mean(fitted, 0)}[method]
+    heldout = {name: metric_value(cm, metric) for name, cm in held.items()}
+    log(
+        "held out (each half scored with what the other half chose): "
+        + ", ".join(f"{name} {value:.4f}" for name, value in heldout.items())
+        + "; "
+        + ", ".join(f"{name} {g}" for name, g in gains.items())
+        + f" (± 1 SE) -> {method} (a gain must exceed {Z:g} SE)"
+    )
+    report = {
+        "method": method,
+        "z": Z,
+        "heldout_miou": heldout,
+        "gains": {name: g.to_dict() for name, g in gains.items()},
+        "greedy_weights": [w.tolist() for w in fitted],
+        "halves": np.bincount(pixels.part_of, minlength=2).tolist(),
+    }
+    return weights, report
+
+
+def fit_weights(members: Sequence[Member], root: DataRoot, classes: ClassTable, spec: str, log: Log) -> Fit:
+    """The weights (`spec`: auto, equal or a list) and the out-of-fold scores of the ensemble and members."""
     cfg, m = members[0].cfg, len(members)
     oofs = [read_oof(member) for member in members]
     check_classes(
@@ -98,10 +122,10 @@ def fit_weights(
     )
     images = oof_images(members, oofs, root)
     given = parse_weights(spec, m)
-    candidates = candidate_weights(m) if given is None else np.vstack([given, np.eye(m)])
-    log(f"scoring {len(candidates)} weightings of {m} members on {len(images)} out-of-fold images")
+    log(f"reading the out-of-fold probabilities of {m} members on {len(images)} images")
     masks = root.masks("train_all", classes, cfg["overlap"], log=log)
-    scores = score_weights(oofs, images, masks, candidates, classes, device)
-    values = [ranking_value(s, cfg["metric"]) for s in scores]
-    best = int(np.nanargmax(values)) if given is None else 0  # ties: the earliest, equal weights first
-    return Fit(candidates[best], values[best], values[1 : m + 1], scores[best])
+    pixels = read_pixels(oofs, images, masks, classes.num_classes, classes.ignore_index, halves(len(images)), log)
+    member_miou = [ranking_value(scores_of(pixels.member_confusion(k), classes), cfg["metric"]) for k in range(m)]
+    weights, selection = (given, {}) if given is not None else choose(pixels, cfg["metric"], log)
+    scores = scores_of(pixels.confusion(weights), classes)
+    return Fit(weights, ranking_value(scores, cfg["metric"]), member_miou, scores, selection)

@@ -1,7 +1,9 @@
-"""Prediction: a model's softmax probabilities with test-time augmentation, stored probability files, and
-`predict RUN` (every fold of a run on test.json -> probabilities and a submission).
+"""Prediction: a model's softmax probabilities with test-time augmentation, stored probability files (uint8),
+their weighted averages and argmax, and `predict RUN` (every fold of a run on test.json -> probabilities and
+a submission).
 """
 
+from competition.predict.blend import BLOCK, blended_masks, coefficients, mix
 from competition.predict.inference import (
     View,
     amp_dtype,
@@ -11,11 +13,19 @@ from competition.predict.inference import (
     pick_device,
     predict_probs,
 )
-from competition.predict.probs import ProbsWriter, read_probs, write_probs
+from competition.predict.probs import LEVELS, ProbsWriter, StoredProbs, argmax, quantise, read_probs, write_probs
 from competition.predict.pseudo import pseudo_label
 from competition.predict.run import fold_checkpoints, load_fold_model, predict_run, run_classes
 
 __all__ = [
+    "BLOCK",
+    "argmax",
+    "blended_masks",
+    "coefficients",
+    "mix",
+    "LEVELS",
+    "StoredProbs",
+    "quantise",
     "pseudo_label",
     "View",
     "amp_dtype",

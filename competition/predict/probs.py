@@ -1,5 +1,7 @@
-"""Stored class probabilities: float16 arrays [n_images, n_classes, 256, 256] in .npy files, memory-mapped,
-each with a JSON manifest (`<name>.json`: images in order, class names, members).
+"""Stored class probabilities: uint8 arrays [n_images, n_classes, 256, 256] in .npy files (a probability p is
+stored as round(255 p), half the bytes of float16; the argmax is kept exactly, see `quantise`), memory-mapped,
+each with a JSON manifest (`<name>.json`: images in order, class names, dtype, members). Files written as
+float16 by earlier versions still load.
 
 They are what ensembling needs (out-of-fold probabilities to fit weights, test probabilities to average).
 Writers stream blocks of images to disk and publish the file under its final name only when complete.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,53 +22,97 @@ from competition.core.errors import UserError
 from competition.core.fileio import read_json, temporary_name, write_json
 from competition.core.geometry import SUBMISSION_SIZE
 
+LEVELS = 255  # a stored uint8 value v means probability v / LEVELS
+DTYPES = {"uint8": 1 / LEVELS, "float16": 1.0}  # stored dtype -> probability per stored unit
+
 
 def manifest_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def argmax(scores: np.ndarray, axis: int) -> np.ndarray:
+    """Index (uint8) of the largest value along `axis`, the first on ties (a running maximum: faster than
+    np.argmax along a non-last axis)."""
+    planes = np.moveaxis(scores, axis, 0)
+    best = planes[0].copy()
+    index = np.zeros(best.shape, np.uint8)
+    for c in range(1, len(planes)):
+        better = planes[c] > best
+        np.maximum(best, planes[c], out=best)
+        index[better] = c
+    return index
+
+
+def quantise(probs: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Probabilities [B, C, ...] in [0, 1] as uint8 round(255 p), with each pixel's top class raised one level
+    where rounding tied it with an earlier class: the argmax of the stored values is the argmax of the
+    probabilities (the first of exact ties). CUDA tensors are quantised on the GPU."""
+    if isinstance(probs, torch.Tensor) and probs.device.type != "cpu":
+        return quantise_tensor(probs)
+    p = probs.detach().float().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs, np.float32)
+    q = np.rint(p * np.float32(LEVELS)).astype(np.uint8)  # rounding keeps order: q[top] >= every other q
+    top = argmax(p, 1)
+    moved = np.nonzero(argmax(q, 1) != top)  # an earlier class rounded to the same level
+    q[(moved[0], top[moved], *moved[1:])] += 1  # q[top] < 255 there: its rival shares at most 1 - p[top]
+    return q
+
+
+def quantise_tensor(probs: torch.Tensor) -> np.ndarray:
+    """`quantise` with torch operations on the tensor's device (the numpy path is faster on a CPU)."""
+    p = probs.detach().float()
+    q = p.mul(LEVELS).round_().to(torch.int16)
+    top = p.argmax(1, keepdim=True)
+    q.scatter_add_(1, top, (q.argmax(1, keepdim=True) != top).to(torch.int16))
+    return q.to(torch.uint8).cpu().numpy()
+
+
 class ProbsWriter:
-    """Append probabilities block by block; `close()` publishes the array and its manifest."""
+    """Append probabilities block by block (plain file writes: memory stays one block); `close()` publishes
+    the array and its manifest."""
 
     def __init__(self, path: Path, images: list[str], classes: list[str], **meta: Any):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temporary_name(self.path)
-        shape = (len(images), len(classes), SUBMISSION_SIZE, SUBMISSION_SIZE)
-        check_free_space(self.path, int(np.prod(shape)) * 2)
-        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float16, shape=shape)
+        self.shape = (len(images), len(classes), SUBMISSION_SIZE, SUBMISSION_SIZE)
+        check_free_space(self.path, int(np.prod(self.shape)))
+        self.file = open(self.tmp, "wb")  # noqa: SIM115 (closed by close() or abort())
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(self.file, {**header, "shape": self.shape})
         self.manifest = {
             "images": images,
             "classes": classes,
-            "shape": list(shape),
-            "dtype": "float16",
+            "shape": list(self.shape),
+            "dtype": "uint8",
+            "levels": LEVELS,
             **meta,
         }
         self.filled = 0
 
     def write(self, probs: torch.Tensor | np.ndarray) -> None:
-        """Next block of probabilities [B, C, 256, 256] in image order."""
-        if isinstance(probs, torch.Tensor):
-            probs = probs.detach().to("cpu", torch.float16).numpy()
-        self.array[self.filled : self.filled + len(probs)] = probs
-        self.filled += len(probs)
+        """Next block of probabilities [B, C, 256, 256] in image order (quantised to uint8 here)."""
+        block = quantise(probs)
+        if block.shape[1:] != self.shape[1:] or self.filled + len(block) > self.shape[0]:
+            raise ValueError(f"{self.path}: block {block.shape} does not fit {self.shape} after {self.filled} rows")
+        self.file.write(np.ascontiguousarray(block).tobytes())
+        self.filled += len(block)
 
     def close(self) -> Path:
-        if self.filled != len(self.array):
-            raise RuntimeError(f"{self.path}: wrote {self.filled} of {len(self.array)} images")
-        self.array.flush()
-        del self.array
+        self.file.close()
+        if self.filled != self.shape[0]:
+            self.abort()
+            raise RuntimeError(f"{self.path}: wrote {self.filled} of {self.shape[0]} images")
         os.replace(self.tmp, self.path)
         write_json(manifest_path(self.path), self.manifest)
         return self.path
 
     def abort(self) -> None:
+        self.file.close()
         self.tmp.unlink(missing_ok=True)
 
 
 def check_free_space(path: Path, needed: int) -> None:
-    """A UserError when the disk cannot hold `needed` more bytes. The memory-mapped file is sparse, so a full
-    disk would otherwise kill the process with SIGBUS in the middle of writing."""
+    """A UserError when the disk cannot hold `needed` more bytes, before anything is written."""
     free = shutil.disk_usage(path.parent).free
     if free < needed:
         raise UserError(
@@ -78,13 +125,60 @@ def write_probs(path: Path, images: list[str], classes: list[str], **meta: Any) 
     return ProbsWriter(path, images, classes, **meta)
 
 
-def read_probs(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """The memory-mapped float16 array and its manifest; missing or inconsistent files are UserErrors."""
+@dataclass
+class StoredProbs:
+    """A probability file: the memory-mapped array [n, C, 256, 256] as stored (uint8, or float16 in files of
+    earlier versions) and its manifest. `unit` is the probability of one stored unit (1/255 or 1)."""
+
+    path: Path
+    array: np.ndarray
+    manifest: dict[str, Any]
+
+    @property
+    def unit(self) -> float:
+        return DTYPES[self.manifest.get("dtype", "float16")]
+
+    @property
+    def images(self) -> list[str]:
+        return self.manifest["images"]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def read(self, rows: slice | int) -> np.ndarray:
+        """Stored values of a contiguous range of images [b, C, 256, 256] (or one image), read from the file
+        rather than through the memory map, so that streaming a large file keeps memory at one block."""
+        one = isinstance(rows, (int, np.integer))
+        start, stop, step = slice(rows, rows + 1).indices(len(self)) if one else rows.indices(len(self))
+        if step != 1:
+            raise ValueError(f"{self.path}: rows {rows} are not contiguous")
+        inner = self.array.shape[1:]
+        count = max(0, stop - start) * int(np.prod(inner))
+        with open(self.path, "rb") as f:
+            f.seek(self.array.offset + start * int(np.prod(inner)) * self.array.itemsize)
+            values = np.fromfile(f, self.array.dtype, count=count).reshape(-1, *inner)
+        return values[0] if one else values
+
+    def probabilities(self, rows: slice | int = slice(None)) -> np.ndarray:
+        """The probabilities of these images as float32 [b, C, 256, 256]."""
+        values = self.read(rows).astype(np.float32)
+        return values if self.unit == 1.0 else values * np.float32(self.unit)
+
+
+def read_probs(path: Path) -> StoredProbs:
+    """A stored probability file, memory-mapped; missing or inconsistent files are UserErrors."""
     path = Path(path)
     if not path.exists() or not manifest_path(path).exists():
         raise UserError(f"{path}: probabilities not found (missing .npy or its .json manifest)")
     manifest = read_json(manifest_path(path))
     array = np.load(path, mmap_mode="r")
+    dtype = manifest.get("dtype", "float16")
+    if dtype not in DTYPES or array.dtype != np.dtype(dtype):
+        raise UserError(f"{path}: stored as {array.dtype}, its manifest says {dtype}; expected uint8 or float16")
     if list(array.shape) != manifest["shape"] or len(manifest["images"]) != array.shape[0]:
         raise UserError(f"{path}: array shape {array.shape} does not match its manifest {manifest['shape']}")
-    return array, manifest
+    return StoredProbs(path, array, manifest)

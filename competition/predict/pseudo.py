@@ -15,7 +15,7 @@ from competition.core.fileio import read_json, temporary_name
 from competition.core.log import Log
 from competition.core.runs import now
 from competition.data import DataRoot, pseudo_dir
-from competition.predict.probs import read_probs
+from competition.predict.probs import StoredProbs, read_probs
 from competition.submit import check_name
 
 BLOCK = 32  # images per block: memory stays one block whatever the test set's size
@@ -28,7 +28,8 @@ def pseudo_label(run_dir: Path, runs_dir: Path, threshold: float, name: str | No
     probs_path = run_dir / "test" / "probs.npy"
     if not probs_path.exists():
         raise UserError(f"{run_dir}: no test probabilities; run ./run.sh predict {run_dir.name} first")
-    probs, manifest = read_probs(probs_path)
+    probs = read_probs(probs_path)
+    manifest = probs.manifest
     cfg = read_json(run_dir / "config.json")
     root = DataRoot(Path(manifest.get("data") or cfg["data"]), check_images=False)
     test = root.coco("test")
@@ -63,14 +64,14 @@ def pseudo_label(run_dir: Path, runs_dir: Path, threshold: float, name: str | No
     return {"name": name, "dir": str(out), "images": len(test.images), "kept": kept, "set": f"pseudo={name}"}
 
 
-def write_labels(probs: np.ndarray, path: Path, threshold: float, ignore_index: int) -> float:
-    """Argmax labels (uint8) of probabilities [n, C, 256, 256], ignore_index where the top probability is below
-    `threshold`, block by block into a .npy; returns the share of pixels kept."""
-    n, _, h, w = probs.shape
+def write_labels(probs: StoredProbs, path: Path, threshold: float, ignore_index: int) -> float:
+    """Argmax labels (uint8) of stored probabilities [n, C, 256, 256], ignore_index where the top probability is
+    below `threshold`, block by block into a .npy; returns the share of pixels kept."""
+    n, _, h, w = probs.array.shape
     labels = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, h, w))
     kept = 0
     for start in range(0, n, BLOCK):
-        block = np.asarray(probs[start : start + BLOCK], dtype=np.float32)
+        block = probs.probabilities(slice(start, start + BLOCK))
         top, label = block.max(1), block.argmax(1).astype(np.uint8)
         confident = top >= threshold
         label[~confident] = ignore_index

@@ -1,8 +1,9 @@
 """Test-set prediction of a trained run: every fold's best checkpoint, with optional test-time augmentation.
 
-Softmax probabilities are averaged over the TTA views and the folds (soft voting), stored as float16 at
-256 x 256 in `runs/<id>/test/probs.npy` (with its manifest) for ensembling, and their argmax becomes
-`submissions/<name>.csv` (with a `.json` sidecar). The CSV holds the competition's class values (every
+Softmax probabilities are averaged over the TTA views and the folds (soft voting), stored as uint8 at
+256 x 256 in `runs/<id>/test/probs.npy` (with its manifest) for ensembling, and the argmax of what is stored
+becomes `submissions/<name>.csv` (with a `.json` sidecar). Both stream by batches of images: memory does not
+grow with the number of test images. The CSV holds the competition's class values (every
 category kept), whatever class policy (ignore, merge) the run trained with.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -22,8 +22,9 @@ from competition.core.fileio import read_json
 from competition.core.log import Log
 from competition.core.runs import now, read_run
 from competition.data import ClassTable, DataRoot, SegmentationDataset, eval_transform
+from competition.predict.blend import blended_masks
 from competition.predict.inference import View, describe_views, parse_tta, pick_device, predict_probs
-from competition.predict.probs import ProbsWriter, write_probs
+from competition.predict.probs import ProbsWriter, read_probs, write_probs
 from competition.submit import (
     SUBMISSIONS,
     check_name,
@@ -74,22 +75,18 @@ def test_loader(root: DataRoot, cfg: dict[str, Any], batch_size: int, device: to
 
 def predict_batches(
     nets: list[torch.nn.Module], loader: DataLoader, writer: ProbsWriter, views: list[View], cfg: dict[str, Any]
-) -> list[np.ndarray]:
-    """Write the fold- and view-averaged probabilities of every batch (float16); return their argmax masks."""
+) -> Path:
+    """Write the fold- and view-averaged probabilities of every batch; return the published file."""
     device = next(nets[0].parameters()).device
-    masks: list[np.ndarray] = []
     try:
         for images, _ in tqdm(loader, desc="predict", leave=False, dynamic_ncols=True, disable=None):
             images = images.to(device)
             total = sum(predict_probs(net, images, views, cfg["amp"], cfg["channels_last"]) for net in nets)
-            probs = (total / len(nets)).half()
-            writer.write(probs)
-            masks.extend(probs.float().argmax(1).to("cpu", torch.uint8).numpy())  # the argmax of what is stored
+            writer.write(total / len(nets))
     except BaseException:
         writer.abort()
         raise
-    writer.close()
-    return masks
+    return writer.close()
 
 
 def predict_run(
@@ -130,12 +127,12 @@ def predict_run(
     probs_path = run_dir / "test" / "probs.npy"
     meta = {"members": [run_dir.name], "folds": folds, "tta": tta_names, "data": str(root.root)}
     writer = write_probs(probs_path, ids, list(classes.names), **meta)
-    masks = predict_batches(nets, loader, writer, views, cfg)
+    stored = read_probs(predict_batches(nets, loader, writer, views, cfg))
     full = root.classes()
-    lut = submission_values(classes, full)
+    masks = blended_masks([stored], [1.0], submission_values(classes, full))  # the argmax of what is stored
     csv = out_dir / f"{name}.csv"
     sidecar = {"run": run_dir.name, "folds": folds, "tta": tta_names, "date": now(), "probs": str(probs_path)}
-    save_submission(csv, ids, (lut[m] for m in masks), full.num_classes, sidecar)
+    save_submission(csv, ids, masks, full.num_classes, sidecar)
     log(f"test probabilities: {probs_path}")
     log(f"submission: {csv}")
     return {"csv": str(csv), "run": run_dir.name, "probs": str(probs_path), "tta": tta_names, "folds": len(folds)}

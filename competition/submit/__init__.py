@@ -2,7 +2,7 @@
 `submissions/<name>.csv`.
 """
 
-from competition.submit.check import check_submission, read_submission
+from competition.submit.check import check_submission, iter_submission, read_submission
 from competition.submit.encoding import HEADER, encode_mask, parse_prediction, write_submission
 from competition.submit.metric import (
     MeanIoU,
@@ -17,6 +17,7 @@ from competition.submit.score import score_submission
 
 __all__ = [
     "check_submission",
+    "iter_submission",
     "read_submission",
     "HEADER",
     "encode_mask",

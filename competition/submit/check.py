@@ -6,7 +6,7 @@ Problems are reported by file line number (the header is line 1), at most MAX_PR
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +99,22 @@ def read_submission(path: Path | str, image_ids: Sequence[str], num_classes: int
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise UserError(problems[0] + more)
     return np.stack([masks[i] for i in image_ids])
+
+
+def iter_submission(path: Path | str, image_ids: Sequence[str], num_classes: int) -> Iterator[np.ndarray]:
+    """The masks (uint8 256x256) of a valid submission one row at a time, in test.json order: checked now (a
+    UserError if invalid), read as the iterator is consumed, so memory stays one row."""
+    problems = check_submission(path, image_ids, num_classes)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise UserError(problems[0] + more)
+    return _rows(path, num_classes)
+
+
+def _rows(path: Path | str, num_classes: int) -> Iterator[np.ndarray]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for row in reader:
+            if row:
+                yield parse_prediction(row[1], num_classes)[0]

@@ -96,7 +96,10 @@ class MeanIoU:
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Add a batch of predicted and true label maps [B, H, W] (any device; computed where they are)."""
-        cms = per_image_confusion(pred, target, self.num_classes, self.ignore_index)
+        self.add(per_image_confusion(pred, target, self.num_classes, self.ignore_index))
+
+    def add(self, cms: Tensor) -> None:
+        """Add per-image confusion matrices [B, C, C] (rows = truth, columns = prediction)."""
         image_miou = iou_from_confusion(cms).nanmean(dim=-1)  # NaN for images with only ignored pixels
         self.confusion += cms.sum(0).to(self.device)
         self._image_miou_sum += image_miou.nansum().to(self.device)

@@ -1,7 +1,7 @@
 """K-fold cross-validated training of one model configuration.
 
 `train_run` trains every fold of the fold file (or one), keeps each fold's best checkpoint by the ranking
-metric (per-image or dataset mIoU at 256 x 256), saves that checkpoint's out-of-fold probabilities (float16)
+metric (per-image or dataset mIoU at 256 x 256), saves that checkpoint's out-of-fold probabilities (uint8)
 and writes the run folder described in competition.core.runs. Interrupted runs resume: finished folds are skipped
 and an unfinished fold continues from its last epoch.
 """
