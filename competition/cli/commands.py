@@ -19,7 +19,7 @@ from competition.data import DataRoot, describe_dataset, resolve_data_root, writ
 from competition.ensemble import ensemble_runs, vote_csvs
 from competition.predict import predict_run, pseudo_label
 from competition.search import SearchRequest, run_search
-from competition.submit import check_submission, score_submission
+from competition.submit import check_submission, record_lb, score_submission
 from competition.train import (
     format_table,
     leaderboard_rows,
@@ -139,6 +139,25 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         emit_json(rows)
     elif not args.csv:
         print(format_table(rows))
+    return 0
+
+
+def cmd_lb(args: argparse.Namespace) -> int:
+    runs_dir = Path(args.runs_dir)
+    record = record_lb(Path(args.csv), args.score, args.private, runs_dir)
+    if args.json:
+        emit_json(record)
+        return 0
+    private = f", private {record['private']:.4f}" if record["private"] is not None else ""
+    print(f"recorded LB {record['public']:.4f}{private} for {args.csv} (sha256 {record['sha256'][:12]})")
+    row = next((r for r in leaderboard_rows(runs_dir) if r["run"] == record["run"]), None)
+    if row:
+        gap = row["miou"] - record["public"]
+        print(f"made by {row['kind']} {row['run']}: CV {row['miou']:.4f}, CV - LB {gap:+.4f}")
+    elif record["run"]:
+        print(f"made by run {record['run']} (not complete in {runs_dir}: no CV to compare)")
+    else:
+        print(f"made by no run in {runs_dir} or ./submissions (no sidecar with its content); kept for when one is")
     return 0
 
 

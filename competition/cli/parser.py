@@ -117,11 +117,23 @@ def _add_ensemble(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="runs, trials and ensembles ranked by CV mIoU")
+    p = sub.add_parser(
+        "leaderboard", help="runs, trials and ensembles ranked by CV mIoU, beside their recorded LB scores"
+    )
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--csv", help="also write the table to this CSV file")
     p.add_argument("--json", action="store_true", help="print one JSON list, best first")
     p.set_defaults(handler="cmd_leaderboard")
+
+
+def _add_lb(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lb", help="record the leaderboard score a submission got (keyed by its content)")
+    p.add_argument("csv", help="the submitted CSV (any copy: it is matched by its content's SHA-256)")
+    p.add_argument("score", type=float, help="the public leaderboard mIoU it got, e.g. 0.6123")
+    p.add_argument("--private", type=float, metavar="SCORE", help="its private leaderboard mIoU, when known")
+    p.add_argument("--runs-dir", default="runs", help="where run folders are; the scores go to RUNS/lb_scores.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler="cmd_lb")
 
 
 def _add_sample_data(sub: argparse._SubParsersAction) -> None:
@@ -175,6 +187,7 @@ COMMANDS = (
     _add_predict,
     _add_ensemble,
     _add_leaderboard,
+    _add_lb,
     _add_sample_data,
     _add_data_info,
     _add_check,
