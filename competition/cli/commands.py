@@ -18,6 +18,7 @@ from competition.core.runs import find_run, new_run_id
 from competition.data import DataRoot, describe_dataset, resolve_data_root, write_sample_dataset
 from competition.ensemble import ensemble_runs, vote_csvs
 from competition.predict import predict_run, pseudo_label
+from competition.report import write_report
 from competition.search import SearchRequest, run_search
 from competition.submit import check_submission, record_lb, score_submission
 from competition.train import (
@@ -158,6 +159,15 @@ def cmd_lb(args: argparse.Namespace) -> int:
         print(f"made by run {record['run']} (not complete in {runs_dir}: no CV to compare)")
     else:
         print(f"made by no run in {runs_dir} or ./submissions (no sidecar with its content); kept for when one is")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.top < 0 or args.worst < 0:
+        raise UsageError(f"report: --top {args.top} and --worst {args.worst} must be 0 or more")
+    result = write_report(Path(args.runs_dir), args.out, args.storage, args.top, args.worst, logger(args))
+    if args.json:
+        emit_json(result)
     return 0
 
 

@@ -136,6 +136,17 @@ def _add_lb(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="cmd_lb")
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML report of the runs folder (no network needed)")
+    p.add_argument("--out", type=Path, metavar="FILE.html", help="where to write it (default RUNS/report.html)")
+    p.add_argument("--runs-dir", default="runs", help="the runs folder to report on (default runs/)")
+    p.add_argument("--storage", help="study storage URL (default: the runs folder's optuna.db, when present)")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="detail the best K runs (default 5)")
+    p.add_argument("--worst", type=int, default=6, metavar="N", help="worst validation images per run (default 6)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler="cmd_report")
+
+
 def _add_sample_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample-data", help="write the synthetic sample dataset (competition layout) to DIR")
     p.add_argument("dir", help="output folder (must not exist or be empty)")
@@ -188,6 +199,7 @@ COMMANDS = (
     _add_ensemble,
     _add_leaderboard,
     _add_lb,
+    _add_report,
     _add_sample_data,
     _add_data_info,
     _add_check,
