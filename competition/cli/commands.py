@@ -18,7 +18,7 @@ from competition.core.runs import find_run, new_run_id
 from competition.data import DataRoot, describe_dataset, resolve_data_root, write_sample_dataset
 from competition.ensemble import ensemble_runs, vote_csvs
 from competition.predict import predict_run, pseudo_label
-from competition.report import write_report
+from competition.report import serve_dashboard, write_report
 from competition.search import SearchRequest, run_search
 from competition.submit import check_submission, record_lb, score_submission
 from competition.train import (
@@ -168,6 +168,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     result = write_report(Path(args.runs_dir), args.out, args.storage, args.top, args.worst, logger(args))
     if args.json:
         emit_json(result)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: expected 0..65535")
+    serve_dashboard(Path(args.runs_dir), args.storage, args.port, logger(args))
     return 0
 
 

@@ -147,6 +147,14 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="cmd_report")
 
 
+def _add_dashboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard on the study storage, on 127.0.0.1 (Ctrl-C stops)")
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0 = any free port)")
+    p.add_argument("--runs-dir", default="runs", help="whose optuna.db to serve (default runs/)")
+    p.add_argument("--storage", help="study storage URL instead (as search --storage)")
+    p.set_defaults(handler="cmd_dashboard")
+
+
 def _add_sample_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample-data", help="write the synthetic sample dataset (competition layout) to DIR")
     p.add_argument("dir", help="output folder (must not exist or be empty)")
@@ -200,6 +208,7 @@ COMMANDS = (
     _add_leaderboard,
     _add_lb,
     _add_report,
+    _add_dashboard,
     _add_sample_data,
     _add_data_info,
     _add_check,
