@@ -38,6 +38,7 @@ from competition.train.losses import MixedLoss
 from competition.train.optim import build_optimizer, build_scheduler
 from competition.train.setup import Setup, build_model, class_weights, fold_indices, loaders, prepare
 from competition.train.summary import summarize_run
+from competition.train.tracking import FoldTracker
 
 # on_epoch(fold, epoch, running CV mean) is called after every epoch; it may raise to stop (pruning).
 # The running CV mean averages the finished folds' scores and the current fold's best so far.
@@ -122,19 +123,26 @@ def train_fold(setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, floa
     cfg = setup.cfg
     f = build_fold(setup, fold, out)
     epochs = int(cfg["epochs"])
-    for epoch in range(f.state["epoch"], epochs):
-        seed_everything(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
-        start = time.time()
-        desc = f"fold {fold} epoch {epoch + 1}/{epochs}"
-        train_loss = train_epoch(f, setup, desc)
-        f.average.after_epoch(f.model, epoch + 1)
-        scores, val_loss = evaluate(f.average.evaluated(f.model), f.val_loader, setup)
-        record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
-        on_epoch(epoch, f.state["best"])
-        if cfg["early_stop"] and f.state["stale"] >= int(cfg["early_stop"]):
-            setup.log(f"fold {fold}: early stop after {epoch + 1} epochs ({f.state['stale']} without improvement)")
-            break
-    return finish_fold(f, setup)
+    tracker = FoldTracker(out)  # TensorBoard: scalars every epoch, prediction overlays at the end
+    try:
+        for epoch in range(f.state["epoch"], epochs):
+            seed_everything(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
+            start = time.time()
+            desc = f"fold {fold} epoch {epoch + 1}/{epochs}"
+            train_loss = train_epoch(f, setup, desc)
+            f.average.after_epoch(f.model, epoch + 1)
+            scores, val_loss = evaluate(f.average.evaluated(f.model), f.val_loader, setup)
+            record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
+            tracker.epoch(f.state["history"][-1])
+            on_epoch(epoch, f.state["best"])
+            if cfg["early_stop"] and f.state["stale"] >= int(cfg["early_stop"]):
+                setup.log(f"fold {fold}: early stop after {epoch + 1} epochs ({f.state['stale']} without improvement)")
+                break
+        result = finish_fold(f, setup)
+        tracker.predictions(result["best_epoch"])
+    finally:
+        tracker.close()
+    return result
 
 
 def build_fold(setup: Setup, fold: int, out: Path) -> Fold:
