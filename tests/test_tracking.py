@@ -45,7 +45,10 @@ def test_every_fold_has_its_epochs_and_overlays_and_the_run_its_cv(small_runs):
 def test_tensorboard_reads_the_runs_folder(small_runs):
     tensorboard = Path(sys.executable).parent / "tensorboard"
     done = subprocess.run(
-        [str(tensorboard), "--inspect", "--logdir", str(small_runs / "runs")], capture_output=True, text=True, timeout=300
+        [str(tensorboard), "--inspect", "--logdir", str(small_runs / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     text = done.stdout + done.stderr

@@ -16,6 +16,7 @@ from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
 import models
 from competition.core.errors import UserError
 from competition.core.log import Log
+from competition.core.progress import Steps
 from competition.data import (
     ClassTable,
     CopyPaste,
@@ -45,6 +46,7 @@ class Setup:
     device: torch.device
     log: Log
     pseudo: PseudoLabels | None = None  # test images with pseudo-labels, added to every training fold
+    steps: Steps | None = None  # the run's epochs: a bar on a terminal, the ETA of the log lines
 
 
 def prepare(cfg: dict[str, Any], runs_dir: Path, log: Log) -> Setup:
