@@ -96,7 +96,11 @@ def arm(name: str, folder: Path, port: int, seconds: float, trials: int) -> str:
         took = time.time() - start
     finally:
         dash.send_signal(signal.SIGINT)
-        dash_err = dash.communicate(timeout=30)[1]
+        try:
+            dash_err = dash.communicate(timeout=10)[1]
+        except subprocess.TimeoutExpired:  # the stock server under a shell that ignores SIGINT (a background job)
+            dash.kill()
+            dash_err = dash.communicate()[1]
     locked = dash_err.count("database is locked") + dash_err.count("StorageInternalError")
     return f"{name:<22} {ok:>6} {errors:>7} {locked:>15}  writer exit {writer.returncode} after {took:.0f} s" + (
         f" ({writer_err.strip().splitlines()[-1][:80]})" if writer.returncode else ""
