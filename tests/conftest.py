@@ -136,3 +136,47 @@ def offline_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+
+
+@pytest.fixture(scope="session")
+def small_runs(tmp_path_factory) -> Path:
+    """A working folder as a competitor leaves it, made once per session for the lb and report tests:
+    `data/` (sample data, 12 train + 4 test images of 48 px), `runs/run-a` and `runs/run-b` (unet/resnet18,
+    2 folds, 1 epoch, 32 px, predicted), `runs/ens` (their soft-vote ensemble), `submissions/` (their three
+    CSVs) and `runs/optuna.db` holding study `toy` (8 trials of a quadratic objective, no training)."""
+    import optuna
+
+    import models
+    from competition.core.config import resolve
+    from competition.data import write_sample_dataset
+    from competition.ensemble import ensemble_runs
+    from competition.predict import predict_run
+    from competition.train import train_run
+
+    base = tmp_path_factory.mktemp("small-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMPETITION_CACHE", str(base / "cache"))
+        mp.setenv("COMPETITION_OFFLINE", "1")
+        mp.chdir(base)
+        root = write_sample_dataset(base / "data", n_train=12, n_test=4, size=48)
+        for name, seed in (("run-a", 1), ("run-b", 2)):
+            flags = {"folds": 2, "epochs": 1, "image_size": 32, "batch_size": 4, "num_workers": 0, "seed": seed}
+            flags |= {"device": "cpu", "encoder": "resnet18", "encoder_weights": None, "overlays": 2}
+            cfg = resolve(models.get_spec("unet").defaults, flags=flags)
+            cfg.update(model="unet", data=str(root))
+            train_run(cfg, base / "runs" / name, lambda _: None)
+            predict_run(base / "runs" / name, out_dir=base / "submissions", log=lambda _: None)
+        ensemble_runs(
+            ["run-a", "run-b"], base / "runs", "ens", weights="equal", out_dir=base / "submissions", log=lambda _: None
+        )
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            study_name="toy", storage=f"sqlite:///{base / 'runs' / 'optuna.db'}", direction="maximize"
+        )
+        study.optimize(
+            lambda t: (
+                1 - (t.suggest_float("lr", 1e-4, 1e-1, log=True) - 0.01) ** 2 - 0.1 * t.suggest_int("depth", 1, 4)
+            ),
+            n_trials=8,
+        )
+    return base

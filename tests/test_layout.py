@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "competition"
 # Import layers, lowest first: a package may import its own modules and any lower layer, never a higher one.
-LAYERS = ("core", "data", "submit", "predict", "train", "search", "ensemble", "cli")
+LAYERS = ("core", "data", "submit", "predict", "train", "search", "ensemble", "report", "cli")
 MAX_LINES = 400
 
 

@@ -18,8 +18,9 @@ from competition.core.runs import find_run, new_run_id
 from competition.data import DataRoot, describe_dataset, resolve_data_root, write_sample_dataset
 from competition.ensemble import ensemble_runs, select_members, vote_csvs
 from competition.predict import predict_run, pseudo_label
+from competition.report import serve_dashboard, write_report
 from competition.search import SearchRequest, run_search
-from competition.submit import check_submission, score_submission
+from competition.submit import check_submission, record_lb, score_submission
 from competition.train import (
     format_table,
     leaderboard_rows,
@@ -143,6 +144,41 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         emit_json(rows)
     elif not args.csv:
         print(format_table(rows))
+    return 0
+
+
+def cmd_lb(args: argparse.Namespace) -> int:
+    runs_dir = Path(args.runs_dir)
+    record = record_lb(Path(args.csv), args.score, args.private, runs_dir)
+    if args.json:
+        emit_json(record)
+        return 0
+    private = f", private {record['private']:.4f}" if record["private"] is not None else ""
+    print(f"recorded LB {record['public']:.4f}{private} for {args.csv} (sha256 {record['sha256'][:12]})")
+    row = next((r for r in leaderboard_rows(runs_dir) if r["run"] == record["run"]), None)
+    if row:
+        gap = row["miou"] - record["public"]
+        print(f"made by {row['kind']} {row['run']}: CV {row['miou']:.4f}, CV - LB {gap:+.4f}")
+    elif record["run"]:
+        print(f"made by run {record['run']} (not complete in {runs_dir}: no CV to compare)")
+    else:
+        print(f"made by no run in {runs_dir} or ./submissions (no sidecar with its content); kept for when one is")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.top < 0 or args.worst < 0:
+        raise UsageError(f"report: --top {args.top} and --worst {args.worst} must be 0 or more")
+    result = write_report(Path(args.runs_dir), args.out, args.storage, args.top, args.worst, logger(args))
+    if args.json:
+        emit_json(result)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: expected 0..65535")
+    serve_dashboard(Path(args.runs_dir), args.storage, args.port, logger(args))
     return 0
 
 

@@ -12,16 +12,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from competition.core.log import Log
+from competition.core.progress import write
 
 _json_out: list[Any] = []  # where --json results go: the real stdout, while everything else goes to stderr
 
 
 def logger(args: argparse.Namespace) -> Log:
-    """One line per message, flushed: stdout, or stderr under --json."""
+    """One line per message, flushed: stdout, or stderr under --json (above any progress bars)."""
     stream = sys.stderr if getattr(args, "json", False) else sys.stdout
 
     def log(msg: str) -> None:
-        print(msg, file=stream, flush=True)
+        write(msg, stream)
 
     return log
 

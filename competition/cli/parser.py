@@ -124,11 +124,42 @@ def _add_ensemble(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="runs, trials and ensembles ranked by CV mIoU")
+    p = sub.add_parser(
+        "leaderboard", help="runs, trials and ensembles ranked by CV mIoU, beside their recorded LB scores"
+    )
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--csv", help="also write the table to this CSV file")
     p.add_argument("--json", action="store_true", help="print one JSON list, best first")
     p.set_defaults(handler="cmd_leaderboard")
+
+
+def _add_lb(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lb", help="record the leaderboard score a submission got (keyed by its content)")
+    p.add_argument("csv", help="the submitted CSV (any copy: it is matched by its content's SHA-256)")
+    p.add_argument("score", type=float, help="the public leaderboard mIoU it got, e.g. 0.6123")
+    p.add_argument("--private", type=float, metavar="SCORE", help="its private leaderboard mIoU, when known")
+    p.add_argument("--runs-dir", default="runs", help="where run folders are; the scores go to RUNS/lb_scores.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler="cmd_lb")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML report of the runs folder (no network needed)")
+    p.add_argument("--out", type=Path, metavar="FILE.html", help="where to write it (default RUNS/report.html)")
+    p.add_argument("--runs-dir", default="runs", help="the runs folder to report on (default runs/)")
+    p.add_argument("--storage", help="study storage URL (default: the runs folder's optuna.db, when present)")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="detail the best K runs (default 5)")
+    p.add_argument("--worst", type=int, default=6, metavar="N", help="worst validation images per run (default 6)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler="cmd_report")
+
+
+def _add_dashboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard on the study storage, on 127.0.0.1 (Ctrl-C stops)")
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0 = any free port)")
+    p.add_argument("--runs-dir", default="runs", help="whose optuna.db to serve (default runs/)")
+    p.add_argument("--storage", help="study storage URL instead (as search --storage)")
+    p.set_defaults(handler="cmd_dashboard")
 
 
 def _add_sample_data(sub: argparse._SubParsersAction) -> None:
@@ -182,6 +213,9 @@ COMMANDS = (
     _add_predict,
     _add_ensemble,
     _add_leaderboard,
+    _add_lb,
+    _add_report,
+    _add_dashboard,
     _add_sample_data,
     _add_data_info,
     _add_check,

@@ -90,7 +90,8 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if missing), waiting for any other holder first; the kernel
-    releases it if this process dies, so a killed builder never blocks the next one."""
+    releases it if this process dies, so a killed holder never blocks the next one. For one-time builds (the
+    image cache) and read-modify-write of small shared files (leaderboard scores)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -98,4 +99,4 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        os.close(fd)  # closing releases the lock

@@ -7,6 +7,7 @@ runs/<id>/config.json        resolved settings (defaults < model < file < --set 
           metrics.csv        every epoch of every fold
           per_class_iou.csv  per-class IoU per fold and mean
           *.png              learning curves, per-class IoU bars
+          events.out.tfevents.*  TensorBoard: the folds' scores and CV mean (fold_<i>/: every epoch, overlays)
           fold_<i>/best.pt   best checkpoint of the fold (state dict; loaded with weights_only=True)
           fold_<i>/last.pt   resume state of an unfinished fold (removed when the fold is done)
           fold_<i>/result.json, metrics.csv, oof.npy (uint8 [n, C, 256, 256]) + oof.json, overlay_*.png

@@ -97,7 +97,11 @@ def ensemble_runs(
     }
     masks = blended_masks(stored, fit.weights, submission_values(classes, full))
     save_submission(
-        csv, [im.file_name for im in root.coco("test").images], masks, full.num_classes, {**result, "date": date}
+        csv,
+        [im.file_name for im in root.coco("test").images],
+        masks,
+        full.num_classes,
+        {**result, "run": run_dir.name, "date": date},
     )
     scores = {k: v for k, v in fit.scores.to_dict().items() if k != "n_images"}
     write_ensemble_run(

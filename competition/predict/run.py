@@ -9,17 +9,18 @@ category kept), whatever class policy (ignore, merge) the run trained with.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 import models
 from competition.core.errors import UserError
 from competition.core.fileio import read_json
 from competition.core.log import Log
+from competition.core.progress import progress
 from competition.core.runs import now, read_run
 from competition.data import ClassTable, DataRoot, SegmentationDataset, eval_transform
 from competition.predict.blend import blended_masks
@@ -79,7 +80,7 @@ def predict_batches(
     """Write the fold- and view-averaged probabilities of every batch; return the published file."""
     device = next(nets[0].parameters()).device
     try:
-        for images, _ in tqdm(loader, desc="predict", leave=False, dynamic_ncols=True, disable=None):
+        for images, _ in progress(loader, desc="predict", leave=False, unit="batch"):
             images = images.to(device)
             total = sum(predict_probs(net, images, views, cfg["amp"], cfg["channels_last"]) for net in nets)
             writer.write(total / len(nets))
@@ -115,6 +116,7 @@ def predict_run(
     views = parse_tta(tta)
     tta_names = describe_views(views)
     name = check_name(name or run_dir.name + ("-tta" if tta_names else ""))
+    start = time.time()
     torch_device = pick_device(settings.get("device", "auto"))
     nets = [load_fold_model(cfg, path, classes.num_classes, torch_device) for _, path in checkpoints]
     ids = [im.file_name for im in root.coco("test").images]
@@ -134,5 +136,7 @@ def predict_run(
     sidecar = {"run": run_dir.name, "folds": folds, "tta": tta_names, "date": now(), "probs": str(probs_path)}
     save_submission(csv, ids, masks, full.num_classes, sidecar)
     log(f"test probabilities: {probs_path}")
+    log(f"{'images':>6} {'folds':>5} {'TTA views':>9} {'seconds':>7}  submission")
+    log(f"{len(ids):>6} {len(folds):>5} {len(tta_names) or 1:>9} {time.time() - start:>7.1f}  {csv}")
     log(f"submission: {csv}")
     return {"csv": str(csv), "run": run_dir.name, "probs": str(probs_path), "tta": tta_names, "folds": len(folds)}

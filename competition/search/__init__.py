@@ -31,6 +31,7 @@ in every trial; the study stores them, and continuing it with other values is re
 from competition.search.callbacks import epochs_spent
 from competition.search.command import SearchRequest, run_search
 from competition.search.orphans import fail_orphaned_trials
+from competition.search.plots import study_figures
 from competition.search.space import check_space, default_params, load_space, suggest, trial_params
 from competition.search.storage import open_storage, safe_url, storage_url
 from competition.search.study import create_study, make_pruner
@@ -41,6 +42,7 @@ __all__ = [
     "SearchRequest",
     "run_search",
     "fail_orphaned_trials",
+    "study_figures",
     "check_space",
     "default_params",
     "load_space",

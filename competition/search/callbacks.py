@@ -12,23 +12,24 @@ import optuna
 from optuna.trial import TrialState
 
 from competition.core.log import Log
+from competition.core.progress import Steps
 from competition.core.runs import update_run
 from competition.search.orphans import fail_orphaned_trials
 
 
-def progress_callback(total: int, log: Log) -> Callable[[optuna.Study, Any], None]:
-    """After each of this process's trials: `trial n complete: value; k/N done; best so far`."""
-    done = 0
+def progress_callback(steps: Steps, log: Log) -> Callable[[optuna.Study, Any], None]:
+    """After each of this process's trials: `trial n complete: value; k/N done, ETA; best so far`."""
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal done
-        done += 1
+        steps.tick()
+        done, total = steps.done, steps.total
         try:
             best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
         except ValueError:
             best = "no complete trial yet"
         value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
-        log(f"trial {trial.number} {trial.state.name.lower()}: {value}; {min(done, total)}/{total} done; {best}")
+        eta = f", ETA {steps.eta()}" if done < total else ""
+        log(f"trial {trial.number} {trial.state.name.lower()}: {value}; {min(done, total)}/{total} done{eta}; {best}")
 
     return callback
 

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from optuna.visualization import matplotlib as ovm  # noqa: E402
 
 from competition.core.fileio import atomic_path
@@ -24,21 +25,32 @@ PLOTS: dict[str, Callable] = {
 }
 
 
-def save_study_plots(study: optuna.Study, out_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
-    """Write each plot that the study has enough trials for; say which were skipped and why."""
-    written = []
+def study_figures(study: optuna.Study, log: Callable[[str], None] = print) -> dict[str, Figure]:
+    """Each plot that the study has enough trials for (by file name); say which were skipped and why.
+    The caller closes the figures."""
+    figures = {}
     for name, plot in PLOTS.items():
+        before = set(plt.get_fignums())
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
                 ax = plot(study)
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
             fig.set_size_inches(9, 5)
-            with atomic_path(out_dir / name) as tmp:
-                fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-            plt.close(fig)
-            written.append(out_dir / name)
+            figures[name] = fig
         except (ValueError, RuntimeError, ZeroDivisionError) as e:  # e.g. importances need 2+ complete trials
-            plt.close("all")
+            for number in set(plt.get_fignums()) - before:  # this plot's half-made figure, not the others
+                plt.close(number)
             log(f"plot {name} skipped: {str(e).splitlines()[0][:120]}")
+    return figures
+
+
+def save_study_plots(study: optuna.Study, out_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Write each plot that the study has enough trials for; say which were skipped and why."""
+    written = []
+    for name, fig in study_figures(study, log).items():
+        with atomic_path(out_dir / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        written.append(out_dir / name)
     return written

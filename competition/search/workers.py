@@ -14,6 +14,8 @@ import torch
 
 from competition.core.locks import OwnerLock
 from competition.core.log import Log
+from competition.core.progress import ENV as PROGRESS_ENV
+from competition.core.progress import Steps
 from competition.search.callbacks import (
     budget_callback,
     epochs_spent,
@@ -54,8 +56,9 @@ def run_worker(job: SearchJob, n_trials: int, log: Log = print) -> None:
     """One worker: optimise `n_trials` trials of the study (a process of its own with --workers N)."""
     study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
     owner = OwnerLock(job.runs_dir)
+    steps = Steps(n_trials, f"study {job.study}", "trial")  # a bar on a terminal; the ETA of the trial lines
     callbacks = [
-        progress_callback(n_trials, log),
+        progress_callback(steps, log),
         keep_oof_callback(job.keep_oof, job.runs_dir, log),
         orphans_callback(log),
     ]
@@ -71,6 +74,7 @@ def run_worker(job: SearchJob, n_trials: int, log: Log = print) -> None:
             callbacks=callbacks,
         )
     finally:
+        steps.close()
         owner.release()
 
 
@@ -102,6 +106,8 @@ def launch(job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Stud
         return study
     gpus = torch.cuda.device_count() if job.base["device"] != "cpu" else 0
     context = multiprocessing.get_context("spawn")
+    progress_before = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "0"  # several processes' bars on one terminal would garble: lines only
     processes = []
     for i, share in enumerate(shares):
         worker = replace(job, seed=None if job.seed is None else job.seed + i)  # distinct TPE streams
@@ -114,6 +120,7 @@ def launch(job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Stud
         if gpus > 1:
             _restore_env("CUDA_VISIBLE_DEVICES", env_before)
         log(f"worker {i}: pid {process.pid}, {share} trials" + (f", GPU {i % gpus}" if gpus > 1 else ""))
+    _restore_env(PROGRESS_ENV, progress_before)
     try:
         for process in processes:
             process.join()

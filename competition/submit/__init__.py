@@ -1,9 +1,10 @@
 """Submissions: the exact metric, the CSV format (write, parse), the rules' checker, the scorer, and publishing
-`submissions/<name>.csv`.
+`submissions/<name>.csv`, and the leaderboard scores submissions got (lb).
 """
 
 from competition.submit.check import check_submission, iter_submission, read_submission
 from competition.submit.encoding import HEADER, encode_mask, parse_prediction, write_submission
+from competition.submit.lb import LB_FILE, find_origin, read_lb, record_lb, scored_runs
 from competition.submit.metric import (
     MeanIoU,
     Scores,
@@ -12,7 +13,7 @@ from competition.submit.metric import (
     per_image_confusion,
     ranking_value,
 )
-from competition.submit.save import SUBMISSIONS, check_name, save_submission, submission_values
+from competition.submit.save import SUBMISSIONS, check_name, file_sha256, save_submission, submission_values
 from competition.submit.score import score_submission
 
 __all__ = [
@@ -29,7 +30,13 @@ __all__ = [
     "iou_from_confusion",
     "per_image_confusion",
     "ranking_value",
+    "LB_FILE",
+    "find_origin",
+    "read_lb",
+    "record_lb",
+    "scored_runs",
     "SUBMISSIONS",
+    "file_sha256",
     "check_name",
     "save_submission",
     "submission_values",

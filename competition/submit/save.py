@@ -3,6 +3,7 @@ sidecar saying what made it; names that are safe as file and folder names; the c
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -41,7 +42,8 @@ def submission_values(classes: ClassTable, full: ClassTable) -> np.ndarray:
 def save_submission(
     path: Path, image_ids: Sequence[str], masks: Iterable[np.ndarray], num_classes: int, sidecar: dict[str, Any]
 ) -> Path:
-    """Write the CSV under a temporary name, check it, then replace `path`; and its `.json` sidecar.
+    """Write the CSV under a temporary name, check it, then replace `path`; and its `.json` sidecar (with the
+    CSV's SHA-256, by which `lb` knows a renamed copy).
 
     A CSV that fails the check is a bug: it raises and leaves any existing file as it was.
     """
@@ -52,8 +54,18 @@ def save_submission(
         problems = check_submission(tmp, image_ids, num_classes)
         if problems:
             raise RuntimeError(f"{path}: the written submission is invalid: {problems[0]}")
+        digest = file_sha256(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    write_json(path.with_suffix(".json"), sidecar)
+    write_json(path.with_suffix(".json"), {**sidecar, "sha256": digest})
     return path
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's content: a submission's key, whatever its file is called."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -5,6 +5,7 @@ the leaderboard of run folders.
 from competition.train.leaderboard import describe_settings, format_table, leaderboard_rows, write_leaderboard_csv
 from competition.train.loop import EpochHook, NonFiniteLoss, train_run
 from competition.train.losses import MixedLoss
+from competition.train.plots import palette
 from competition.train.settings import new_run_settings, resume_settings
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "NonFiniteLoss",
     "train_run",
     "MixedLoss",
+    "palette",
     "new_run_settings",
     "resume_settings",
 ]

@@ -1,7 +1,8 @@
 """The leaderboard: every finished run in the runs folder ranked by CV mIoU (mean +- std over folds).
 
 Plain runs, search trials and ensembles are all run folders (run.json + results.json), so they rank together;
-a row's `kind` says which it is.
+a row's `kind` says which it is. Rows whose submissions were scored (`lb`) carry their leaderboard scores, and
+every row the CV-LB summary (competition.train.cvlb).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import pandas as pd
 from competition.core.config import short
 from competition.core.fileio import atomic_path, read_json
 from competition.core.runs import list_runs, read_run
+from competition.submit import SUBMISSIONS
+from competition.train.cvlb import add_lb_scores, format_cv_lb
 from models import get_spec
 
 KEY_SETTINGS = ("epochs", "image_size", "batch_size", "optimizer", "lr", "loss")
 FAMILY_SETTINGS = {"smp": ("encoder",), "fcn": ("norm", "dropout")}
 
 
-def leaderboard_rows(runs_dir: Path) -> list[dict[str, Any]]:
-    """One row per complete run, best first."""
+def leaderboard_rows(runs_dir: Path, submissions: Path = SUBMISSIONS) -> list[dict[str, Any]]:
+    """One row per complete run, best first, with its recorded leaderboard scores."""
     rows = []
     for run_dir in list_runs(runs_dir):
         info = read_run(run_dir)
@@ -49,7 +52,11 @@ def leaderboard_rows(runs_dir: Path) -> list[dict[str, Any]]:
                 "dir": info["dir"],
             }
         )
-    return sorted(rows, key=lambda r: r["miou"], reverse=True)
+    rows = sorted(rows, key=lambda r: r["miou"], reverse=True)
+    _, unmatched = add_lb_scores(rows, runs_dir, submissions)
+    for row in rows:
+        row["lb_unmatched"] = unmatched  # scored CSVs that no run made (e.g. a hard vote), for the table's footer
+    return rows
 
 
 def _settings(info: dict[str, Any], cfg: dict[str, Any]) -> str:
@@ -71,16 +78,24 @@ def describe_settings(cfg: dict[str, Any]) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no finished runs yet: ./run.sh train MODEL or ./run.sh search MODEL"
-    head = f"{'#':>3} {'CV mIoU':>16} {'metric':<7} {'image':>6} {'dataset':>7} {'folds':>5}  {'kind':<8} "
+    scored = any(r.get("lb_public") is not None for r in rows)
+    private = any(r.get("lb_private") is not None for r in rows)
+    head = f"{'#':>3} {'CV mIoU':>16} " + (f"{'LB':>6} " if scored else "") + (f"{'private':>7} " if private else "")
+    head += f"{'metric':<7} {'image':>6} {'dataset':>7} {'folds':>5}  {'kind':<8} "
     lines = [head + f"{'model':<14} {'run':<34} {'date':<19}  settings"]
     for i, r in enumerate(rows, 1):
         score = f"{r['miou']:.4f} ± {r['miou_std']:.4f}"
+        lb = (_cell(r.get("lb_public")) + " " if scored else "") + (
+            _cell(r.get("lb_private"), 7) + " " if private else ""
+        )
         name = r["run"] + (f" ({r['study']})" if r["study"] else "")
         flag = "[predicts background only] " if r.get("background_only") else ""
         lines.append(
-            f"{i:>3} {score:>16} {r['metric']:<7} {_cell(r.get('miou_image'))} {_cell(r.get('miou_dataset'), 7)} "
+            f"{i:>3} {score:>16} {lb}{r['metric']:<7} {_cell(r.get('miou_image'))} {_cell(r.get('miou_dataset'), 7)} "
             f"{r['folds']:>5}  {r['kind']:<8} {r['model']:<14} {name:<34} {r['date']:<19}  {flag}{r['settings']}"
         )
+    if "cv_lb" in rows[0]:
+        lines += format_cv_lb(rows[0]["cv_lb"], rows[0].get("lb_unmatched", []))
     return "\n".join(lines)
 
 
@@ -89,5 +104,6 @@ def _cell(value: float | None, width: int = 6) -> str:
 
 
 def write_leaderboard_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    flat = [{k: v for k, v in r.items() if k not in ("lb_submissions", "lb_unmatched", "cv_lb")} for r in rows]
     with atomic_path(path) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+        pd.DataFrame(flat).to_csv(tmp, index=False)

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from competition.core.config import save_config
 from competition.core.fileio import atomic_path, read_json, write_csv, write_json
 from competition.core.locks import run_folder_lock
 from competition.core.log import Log
+from competition.core.progress import Steps, progress
 from competition.core.runs import fold_dir, now, update_run
 from competition.data import (
     SegmentationDataset,
@@ -38,6 +38,7 @@ from competition.train.losses import MixedLoss
 from competition.train.optim import build_optimizer, build_scheduler
 from competition.train.setup import DeviceBatches, Setup, build_model, class_weights, fold_indices, loaders, prepare
 from competition.train.summary import summarize_run
+from competition.train.tracking import FoldTracker
 
 # on_epoch(fold, epoch, running CV mean) is called after every epoch; it may raise to stop (pruning).
 # The running CV mean averages the finished folds' scores and the current fold's best so far.
@@ -74,6 +75,22 @@ def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochH
         device=str(setup.device),
     )
     indices = fold_indices(cfg, setup.folds)
+    pending = [f for f in indices if not (fold_dir(run_dir, f) / "result.json").exists()]
+    setup.steps = Steps(len(pending) * int(cfg["epochs"]), f"run {run_dir.name}", "epoch")
+    try:
+        done = _train_folds(setup, run_dir, indices, on_epoch)
+    finally:
+        setup.steps.close()
+    results = summarize_run(run_dir, cfg, setup.classes, [done[f] for f in indices], log)
+    update_run(run_dir, status="complete", finished=now())
+    return results
+
+
+def _train_folds(
+    setup: Setup, run_dir: Path, indices: list[int], on_epoch: EpochHook | None
+) -> dict[int, dict[str, Any]]:
+    """Every fold's result: read when finished earlier, else trained (or resumed) now."""
+    log = setup.log
     done: dict[int, dict[str, Any]] = {}
     for fold in indices:
         result_path = fold_dir(run_dir, fold) / "result.json"
@@ -87,9 +104,7 @@ def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochH
                 on_epoch(fold, epoch, float(np.mean([r["miou"] for r in done.values()] + [best])))
 
         done[fold] = train_fold(setup, fold, fold_dir(run_dir, fold), running_mean)
-    results = summarize_run(run_dir, cfg, setup.classes, [done[f] for f in indices], log)
-    update_run(run_dir, status="complete", finished=now())
-    return results
+    return done
 
 
 def seed_everything(seed: int) -> None:
@@ -122,19 +137,30 @@ def train_fold(setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, floa
     cfg = setup.cfg
     f = build_fold(setup, fold, out)
     epochs = int(cfg["epochs"])
-    for epoch in range(f.state["epoch"], epochs):
-        seed_everything(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
-        start = time.time()
-        desc = f"fold {fold} epoch {epoch + 1}/{epochs}"
-        train_loss = train_epoch(f, setup, desc)
-        f.average.after_epoch(f.model, epoch + 1)
-        scores, val_loss = evaluate(f.average.evaluated(f.model), f.val_loader, setup)
-        record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
-        on_epoch(epoch, f.state["best"])
-        if cfg["early_stop"] and f.state["stale"] >= int(cfg["early_stop"]):
-            setup.log(f"fold {fold}: early stop after {epoch + 1} epochs ({f.state['stale']} without improvement)")
-            break
-    return finish_fold(f, setup)
+    tracker = FoldTracker(out)  # TensorBoard: scalars every epoch, prediction overlays at the end
+    if setup.steps is not None:
+        setup.steps.skip(f.state["epoch"])  # epochs a resumed fold had done
+    try:
+        for epoch in range(f.state["epoch"], epochs):
+            seed_everything(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
+            start = time.time()
+            desc = f"fold {fold} epoch {epoch + 1}/{epochs}"
+            train_loss = train_epoch(f, setup, desc)
+            f.average.after_epoch(f.model, epoch + 1)
+            scores, val_loss = evaluate(f.average.evaluated(f.model), f.val_loader, setup)
+            record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
+            tracker.epoch(f.state["history"][-1])
+            on_epoch(epoch, f.state["best"])
+            if cfg["early_stop"] and f.state["stale"] >= int(cfg["early_stop"]):
+                setup.log(f"fold {fold}: early stop after {epoch + 1} epochs ({f.state['stale']} without improvement)")
+                if setup.steps is not None:
+                    setup.steps.skip(epochs - epoch - 1)
+                break
+        result = finish_fold(f, setup)
+        tracker.predictions(result["best_epoch"])
+    finally:
+        tracker.close()
+    return result
 
 
 def build_fold(setup: Setup, fold: int, out: Path) -> Fold:
@@ -198,10 +224,14 @@ def record_epoch(
     resume |= {"average": f.average.state_dict(), "scaler": f.scaler.state_dict() if f.scaler else None}
     save_atomic({"model": f.model.state_dict(), **resume}, f.out / "last.pt")
     write_csv(pd.DataFrame(state["history"]), f.out / "metrics.csv")
+    eta = ""
+    if setup.steps is not None:
+        setup.steps.tick()
+        eta = f", run ETA {setup.steps.eta()}"
     setup.log(
         f"{desc}: loss {train_loss:.4f} val_loss {val_loss:.4f} mIoU(image) {scores.miou_image:.4f} "
         f"mIoU(dataset) {scores.miou_dataset:.4f} best {state['best']:.4f}{' *' if improved else ''} "
-        f"[{time.time() - start:.1f}s]"
+        f"[{time.time() - start:.1f}s{eta}]"
     )
 
 
@@ -255,9 +285,7 @@ def train_epoch(f: Fold, setup: Setup, desc: str) -> float:
     model.train()
     optimizer.zero_grad(set_to_none=True)
     total, count = 0.0, 0
-    for i, (images, targets) in enumerate(
-        tqdm(f.train_loader, desc=desc, leave=False, dynamic_ncols=True, disable=None)
-    ):
+    for i, (images, targets) in enumerate(progress(f.train_loader, desc=desc, leave=False, unit="batch")):
         images = images.to(device, non_blocking=True)
         if cfg["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)

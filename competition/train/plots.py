@@ -27,10 +27,11 @@ def learning_curves(history: pd.DataFrame, path: Path) -> None:
     """Training/validation loss and validation mIoU per epoch, one line per fold."""
     fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 4))
     for fold, rows in history.groupby("fold"):
-        ax_loss.plot(rows["epoch"], rows["train_loss"], label=f"fold {fold} train")
-        ax_loss.plot(rows["epoch"], rows["val_loss"], "--", label=f"fold {fold} val")
-        ax_iou.plot(rows["epoch"], rows["miou_image"], label=f"fold {fold} per-image")
-        ax_iou.plot(rows["epoch"], rows["miou_dataset"], ":", label=f"fold {fold} dataset")
+        dot = "." if len(rows) < 20 else ""  # a run of one epoch is a point, not a line
+        ax_loss.plot(rows["epoch"], rows["train_loss"], dot + "-", label=f"fold {fold} train")
+        ax_loss.plot(rows["epoch"], rows["val_loss"], dot + "--", label=f"fold {fold} val")
+        ax_iou.plot(rows["epoch"], rows["miou_image"], dot + "-", label=f"fold {fold} per-image")
+        ax_iou.plot(rows["epoch"], rows["miou_dataset"], dot + ":", label=f"fold {fold} dataset")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_iou.set(xlabel="epoch", ylabel="mIoU", title="validation mIoU (256x256)")
     for ax in (ax_loss, ax_iou):

@@ -17,6 +17,7 @@ import models
 from competition.core.config import image_hw
 from competition.core.errors import UserError
 from competition.core.log import Log
+from competition.core.progress import Steps
 from competition.data import (
     ClassTable,
     CopyPaste,
@@ -51,6 +52,7 @@ class Setup:
     pseudo: PseudoLabels | None = None  # test images with pseudo-labels, added to every training fold
     pixels: DecodeEachTime | None = None  # train_all's images at image_size (cached unless image_cache=false)
     pseudo_pixels: DecodeEachTime | None = None
+    steps: Steps | None = None  # the run's epochs: a bar on a terminal, the ETA of the log lines
 
 
 def prepare(cfg: dict[str, Any], runs_dir: Path, log: Log) -> Setup:

@@ -1,5 +1,5 @@
-"""The end of a run: results.json, metrics.csv, per_class_iou.csv, plots, the summary table, and a warning
-when the kept checkpoints predict (almost) only background.
+"""The end of a run: results.json, metrics.csv, per_class_iou.csv, plots, TensorBoard's CV scalars, the summary
+table, and a warning when the kept checkpoints predict (almost) only background.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from competition.core.log import Log
 from competition.core.runs import fold_dir
 from competition.data import ClassTable
 from competition.train.plots import learning_curves, per_class_bars
+from competition.train.tracking import track_run
 
 # A kept checkpoint that predicts less foreground than this share of the true foreground has not learned yet.
 BACKGROUND_ONLY = 0.05
@@ -54,6 +55,7 @@ def summarize_run(
     write_json(run_dir / "results.json", summary)
     learning_curves(history, run_dir / "learning_curves.png")
     per_class_bars(list(classes.names), per_class.loc["mean"].tolist(), run_dir / "per_class_iou.png")
+    track_run(run_dir, results, summary["miou"])
 
     log("")
     log(f"{'fold':>4} {'best epoch':>10} {'mIoU(image)':>11} {'mIoU(dataset)':>13} {'pixel acc':>9}")
