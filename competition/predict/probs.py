@@ -33,7 +33,11 @@ class ProbsWriter:
         self.tmp = temporary_name(self.path)
         shape = (len(images), len(classes), SUBMISSION_SIZE, SUBMISSION_SIZE)
         check_free_space(self.path, int(np.prod(shape)) * 2)
-        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float16, shape=shape)
+        try:
+            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float16, shape=shape)
+        except BaseException:  # e.g. a full disk: no half file is left behind
+            self.tmp.unlink(missing_ok=True)
+            raise
         self.manifest = {
             "images": images,
             "classes": classes,
@@ -83,8 +87,16 @@ def read_probs(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     path = Path(path)
     if not path.exists() or not manifest_path(path).exists():
         raise UserError(f"{path}: probabilities not found (missing .npy or its .json manifest)")
-    manifest = read_json(manifest_path(path))
-    array = np.load(path, mmap_mode="r")
-    if list(array.shape) != manifest["shape"] or len(manifest["images"]) != array.shape[0]:
-        raise UserError(f"{path}: array shape {array.shape} does not match its manifest {manifest['shape']}")
+    try:
+        manifest = read_json(manifest_path(path))
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:  # truncated or corrupt: a killed copy, a damaged disk
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"{path}: unreadable probabilities (truncated or corrupt: {first}); recompute them") from None
+    if (
+        not isinstance(manifest, dict)
+        or list(array.shape) != manifest.get("shape")
+        or len(manifest.get("images", ())) != array.shape[0]
+    ):
+        raise UserError(f"{path}: array shape {array.shape} does not match its manifest {manifest.get('shape')}")
     return array, manifest
