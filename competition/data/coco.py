@@ -18,6 +18,8 @@ from PIL import Image, UnidentifiedImageError
 
 from competition.core.errors import UserError
 
+EXIF_ORIENTATION = 0x0112
+
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -217,11 +219,14 @@ def check_image_files(root: Path, coco: CocoFile) -> None:
         try:
             with Image.open(p) as img:
                 width, height = img.size
+                turned = img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
         except (UnidentifiedImageError, OSError) as e:
             raise UserError(f"{p}: cannot read image (image id {im.id} in {coco.path.name}): {e}") from None
         if (height, width) != (im.height, im.width):
+            hint = "; its EXIF orientation turns it, but annotations refer to the stored pixels" if turned else ""
             raise UserError(
                 f"{p}: image is {width}x{height} but {coco.path.name} says {im.width}x{im.height} (image id {im.id})"
+                + hint
             )
 
 

@@ -46,8 +46,8 @@ from competition.train.summary import summarize_run
 EpochHook = Callable[[int, int, float], None]
 
 
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or infinite (the run is marked failed with this reason)."""
 
 
 class OutOfMemory(UserError):
@@ -64,22 +64,31 @@ def train_run(
     with run_folder_lock(run_dir):
         remove_stale_temporaries(Path(run_dir))
         try:
-            return _train_locked(cfg, Path(run_dir), log, on_epoch)
-        except torch.cuda.OutOfMemoryError as e:
-            if cfg.get("oom") != "halve" or int(cfg["batch_size"]) < 2:
-                raise OutOfMemory(oom_message(cfg, e)) from None
-            smaller = {**cfg, "batch_size": int(cfg["batch_size"]) // 2, "oom": "fail"}  # retried once only
-            log(f"{oom_message(cfg, e)}; oom=halve: retrying the unfinished folds with batch size "
-                f"{smaller['batch_size']}")  # fmt: skip
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            for last in Path(run_dir).glob("fold_*/last.pt"):  # its optimiser steps were for the old batch size
-                last.unlink()
-            update_run(run_dir, oom_retry={"batch_size": [int(cfg["batch_size"]), smaller["batch_size"]]})
-            try:
-                return _train_locked(smaller, Path(run_dir), log, on_epoch)
-            except torch.cuda.OutOfMemoryError as again:
-                raise OutOfMemory(oom_message(smaller, again)) from None
+            return _train_or_halve(cfg, Path(run_dir), log, on_epoch)
+        except (NonFiniteLoss, OutOfMemory) as e:
+            update_run(run_dir, status="failed", reason=str(e))
+            raise
+
+
+def _train_or_halve(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochHook | None) -> dict[str, Any]:
+    """Train; on CUDA out of memory with `oom=halve`, once more with half the batch size (OutOfMemory else)."""
+    try:
+        return _train_locked(cfg, Path(run_dir), log, on_epoch)
+    except torch.cuda.OutOfMemoryError as e:
+        if cfg.get("oom") != "halve" or int(cfg["batch_size"]) < 2:
+            raise OutOfMemory(oom_message(cfg, e)) from None
+        smaller = {**cfg, "batch_size": int(cfg["batch_size"]) // 2, "oom": "fail"}  # retried once only
+        log(f"{oom_message(cfg, e)}; oom=halve: retrying the unfinished folds with batch size "
+            f"{smaller['batch_size']}")  # fmt: skip
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        for last in Path(run_dir).glob("fold_*/last.pt"):  # its optimiser steps were for the old batch size
+            last.unlink()
+        update_run(run_dir, oom_retry={"batch_size": [int(cfg["batch_size"]), smaller["batch_size"]]})
+        try:
+            return _train_locked(smaller, Path(run_dir), log, on_epoch)
+        except torch.cuda.OutOfMemoryError as again:
+            raise OutOfMemory(oom_message(smaller, again)) from None
 
 
 def oom_message(cfg: dict[str, Any], e: BaseException) -> str:
