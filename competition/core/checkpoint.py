@@ -19,10 +19,34 @@ from competition.core.fileio import atomic_path
 
 
 def save_checkpoint(obj: Any, path: Path) -> None:
-    """torch.save under a temporary name, then renamed: a kill never leaves half a checkpoint. The bytes go
-    through a Python file, so a full disk raises OSError (ENOSPC / EFBIG) and the temporary file is removed."""
+    """torch.save under a temporary name, then renamed: a kill never leaves half a checkpoint. A full disk
+    raises OSError (ENOSPC / EFBIG, naming `path`; torch alone would say `unexpected pos`) and the temporary
+    file is removed."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+        writer = _Writer(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise OSError(writer.error.errno, writer.error.strerror, str(path)) from None
+
+
+class _Writer:
+    """A file that remembers the OSError of a failed write (torch turns it into a RuntimeError)."""
+
+    def __init__(self, f: Any):
+        self.f, self.error = f, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

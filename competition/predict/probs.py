@@ -35,8 +35,10 @@ class ProbsWriter:
         check_free_space(self.path, int(np.prod(shape)) * 2)
         try:
             self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float16, shape=shape)
-        except BaseException:  # e.g. a full disk: no half file is left behind
+        except BaseException as e:  # e.g. a full disk: no half file is left behind
             self.tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.filename is None:
+                raise OSError(e.errno, e.strerror, str(self.path)) from None
             raise
         self.manifest = {
             "images": images,
