@@ -65,7 +65,7 @@ def test_postgres_restart_mid_search_loses_no_trial(postgres_url, search_args, t
         deadline = time.time() + 300
         while time.time() < deadline and not list(runs.glob(f"{study}-t000-*/fold_0/result.json")):
             time.sleep(0.2)
-        restarted = subprocess.run([str(script), "restart", str(data_dir)], capture_output=True, text=True)
+        restarted = subprocess.run([str(script), "restart", str(data_dir)], capture_output=True, text=True, cwd="/")
         assert restarted.returncode == 0, restarted.stderr
         assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
     finally:
