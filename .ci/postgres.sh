@@ -2,6 +2,7 @@
 # A throwaway PostgreSQL server on loopback for the tests (several-worker searches on one study).
 #   .ci/postgres.sh start DIR   init a cluster in DIR, start it, print its URL on stdout
 #   .ci/postgres.sh stop DIR    stop it
+#   .ci/postgres.sh restart DIR stop it (closing every connection) and start it again on the same port
 # The server refuses to run as root, so as root it runs as the `postgres` user (DIR must then be reachable
 # by that user, e.g. directly under /tmp). Exit 3: no server binaries.
 set -euo pipefail
@@ -32,8 +33,11 @@ start)
 stop)
     "${as_pg[@]}" "$bin/pg_ctl" -D "$dir" -m fast stop >/dev/null 2>&1 || true
     ;;
+restart)
+    "${as_pg[@]}" "$bin/pg_ctl" -D "$dir" -m fast -w restart >/dev/null
+    ;;
 *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start|stop|restart DIR" >&2
     exit 2
     ;;
 esac

@@ -121,11 +121,12 @@ def postgres_url():
         pytest.fail("COMPETITION_REQUIRE_POSTGRES is set but COMPETITION_TEST_POSTGRES is not")
     script = Path(__file__).resolve().parents[1] / ".ci" / "postgres.sh"
     data = Path(f"/tmp/competition-test-pg-{os.getpid()}")
-    started = subprocess.run([str(script), "start", str(data)], capture_output=True, text=True)
+    # cwd "/": the server runs as the postgres user, who may not enter the test's working directory
+    started = subprocess.run([str(script), "start", str(data)], capture_output=True, text=True, cwd="/")
     if started.returncode != 0:
         pytest.skip(f"no PostgreSQL server could be started locally: {started.stderr.strip()[:200]}")
     yield started.stdout.strip()
-    subprocess.run([str(script), "stop", str(data)], capture_output=True)
+    subprocess.run([str(script), "stop", str(data)], capture_output=True, cwd="/")
     subprocess.run(["rm", "-rf", str(data)])
 
 

@@ -175,8 +175,8 @@ def test_oom_and_nan_end_only_that_trial(tmp_path, monkeypatch):
               3e-4: NonFiniteLoss("fold 0 epoch 1: loss is nan")}  # fmt: skip
     _, _, study_now = fake_search(tmp_path, monkeypatch, {1e-3: 0.5, 1e-4: 0.3}, epochs=1, folds=2, raise_for=errors)
     trials = study_now().trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
-    assert "out of memory" in trials[1].user_attrs["prune_reason"]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert "out of memory" in trials[1].user_attrs["fail_reason"]
     assert "loss is nan" in trials[2].user_attrs["fail_reason"]
 
 

@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 a user error (one line naming the file and the record);
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 
 from competition.cli.output import json_stdout
@@ -14,6 +15,8 @@ from competition.core.errors import UserError
 from competition.core.progress import bars_off
 
 __all__ = ["main"]
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # no space, over RLIMIT_FSIZE / file size, over quota
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}disk full ({e.strerror}); finished work is kept and no half file is left; "
+              "free space and re-run the same command", file=sys.stderr)  # fmt: skip
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished work is saved; re-run the same command to resume", file=sys.stderr)
         return 130

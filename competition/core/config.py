@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",  # auto | cpu | cuda
     "amp": "auto",  # auto (CUDA: bf16 where supported, else fp16 + gradient scaler; CPU: off) | bf16 | fp16 | off
     "accum": 1,  # gradient accumulation: optimizer steps every `accum` batches
+    "oom": "fail",  # on CUDA out of memory: fail (the run or trial, with the reason) | halve (retry once, half batch)
     "channels_last": True,
     "num_workers": 2,
     "image_cache": True,  # decode and resize training images once into a memory-mapped cache (data/images.py)
@@ -96,9 +97,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "fp16", "off"),
     "sampler": ("shuffle", "balanced"),
+    "oom": ("fail", "halve"),
 }
 # Type and range of every other setting: (kind, low, high); None = unbounded. Kinds: int, float, bool, text,
-# optional-text (None allowed), and the special ones checked below (classes, loss, class_weights, fold).
+# optional-text (None allowed), and the special ones checked below (classes, loss, class_weights, fold, ...).
 RULES: dict[str, tuple[str, float | None, float | None]] = {
     "data": ("optional-text", None, None),
     "ignore_index": ("int", 0, 255),
@@ -135,7 +137,7 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
 }
 SPECIAL = ("classes", "loss", "class_weights", "fold", "image_size", "val_tta")
 # Settings that change how fast a run goes, not what it learns: never "fixed", free to change on resume.
-MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof", "image_cache"})
+MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof", "image_cache", "oom"})
 # Settings `predict` and `ensemble` take with --set (the rest is the run's own).
 PREDICTION_KEYS = ("batch_size", "device", "num_workers", "amp", "channels_last", "image_size")
 

@@ -6,8 +6,11 @@ A killed process (Ctrl-C, kill -9, power loss) leaves either the old file or the
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,39 @@ import pandas as pd
 
 
 def temporary_name(path: Path) -> Path:
-    """A sibling name unique to this process, so concurrent writers never share a temporary file."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """A sibling name unique to this process (`.NAME.PID@HOST.tmp`), so concurrent writers never share a
+    temporary file. Temporary siblings of the same name left by dead processes of this machine (kill -9, power
+    loss) are removed on the way; those of other machines (a shared runs folder) are left to their owners."""
+    path = Path(path)
+    remove_dead_temporaries(path)
+    return path.with_name(f".{path.name}.{os.getpid()}@{_HOST}.tmp")
+
+
+_HOST = socket.gethostname().replace("/", "_")
+
+
+def remove_dead_temporaries(path: Path) -> None:
+    """Delete `.NAME.PID@HOST.tmp` siblings of `path` whose process (on this host) no longer exists."""
+    folder = path.parent
+    if not folder.is_dir():
+        return
+    for tmp in folder.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid, _, host = tmp.name[len(path.name) + 2 : -len(".tmp")].partition("@")
+        if host == _HOST and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 @contextlib.contextmanager

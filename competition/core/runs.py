@@ -36,6 +36,14 @@ def new_run_id(model: str) -> str:
     return f"{model}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
+def run_name(name: str, source: str) -> str:
+    """A run folder name read from a study, a manifest or the user: one plain folder name, so the folder it
+    names stays inside the runs folder; UserError otherwise."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UserError(f"{source}: run folder {name!r} is not a plain folder name inside the runs folder")
+    return name
+
+
 def fold_dir(run_dir: Path, fold: int) -> Path:
     return Path(run_dir) / f"fold_{fold}"
 

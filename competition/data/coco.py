@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from competition.core.errors import UserError
+
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -127,24 +131,74 @@ def _check_annotation(path: Path, i: int, ann: Any, cat_ids: set[int], sizes: di
     if ann["category_id"] not in cat_ids:
         raise UserError(f"{where}: unknown category_id {ann['category_id']!r}")
     seg = ann["segmentation"]
+    height, width = sizes[ann["image_id"]]
     if isinstance(seg, list):
         if not seg:
             raise UserError(f"{where}: empty segmentation")
+        reach = 2 * max(height, width)  # pycocotools clips to the image; far-off or NaN values exhaust memory
         for poly in seg:
-            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) for v in poly):
+            if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
                 raise UserError(f"{where}: polygon must be a flat list of numbers [x1, y1, x2, y2, ...]")
             if len(poly) < 6 or len(poly) % 2:
                 raise UserError(f"{where}: polygon with {len(poly) / 2:g} points; need at least 3 (x, y) pairs")
+            bad = next((v for v in poly if not (math.isfinite(v) and -reach <= v <= reach)), None)
+            if bad is not None:
+                raise UserError(f"{where}: polygon coordinate {bad!r} is not a finite number near the image")
     elif isinstance(seg, dict):
         if "counts" not in seg or "size" not in seg:
             raise UserError(f"{where}: RLE segmentation needs 'counts' and 'size'")
-        if list(seg["size"]) != list(sizes[ann["image_id"]]):
-            raise UserError(
-                f"{where}: RLE size {seg['size']} differs from the image's [height, width] "
-                f"{list(sizes[ann['image_id']])}"
-            )
+        if not isinstance(seg["size"], list) or seg["size"] != [height, width]:
+            hw = [height, width]
+            raise UserError(f"{where}: RLE size {seg['size']} differs from the image's [height, width] {hw}")
+        problem = _rle_problem(seg["counts"], height * width)
+        if problem:
+            raise UserError(f"{where}: RLE counts {problem}")
     else:
         raise UserError(f"{where}: segmentation must be a polygon list or an RLE object")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _rle_problem(counts: Any, pixels: int) -> str | None:
+    """Why RLE `counts` (a list of run lengths, or COCO's compressed string) cannot cover `pixels` pixels, or
+    None. pycocotools decodes malformed counts into garbage without a word, so they are checked here."""
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            return "must be non-negative integers"
+        runs = counts
+    elif isinstance(counts, str) and counts:
+        runs = _decode_counts(counts)
+        if runs is None:
+            return "is not a valid compressed RLE string"
+    else:
+        return "must be a list of run lengths or a non-empty compressed string"
+    total = sum(runs)
+    return None if total == pixels else f"cover {total} pixels, the image has {pixels}"
+
+
+def _decode_counts(text: str) -> list[int] | None:
+    """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString); None when malformed."""
+    runs: list[int] = []
+    p = 0
+    while p < len(text):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(text) or not 48 <= ord(text[p]) < 112:
+                return None
+            c = ord(text[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            return None
+        runs.append(x)
+    return runs
 
 
 def image_path(root: Path, image: ImageInfo, source: Path) -> Path:
@@ -165,11 +219,14 @@ def check_image_files(root: Path, coco: CocoFile) -> None:
         try:
             with Image.open(p) as img:
                 width, height = img.size
+                turned = img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
         except (UnidentifiedImageError, OSError) as e:
             raise UserError(f"{p}: cannot read image (image id {im.id} in {coco.path.name}): {e}") from None
         if (height, width) != (im.height, im.width):
+            hint = "; its EXIF orientation turns it, but annotations refer to the stored pixels" if turned else ""
             raise UserError(
                 f"{p}: image is {width}x{height} but {coco.path.name} says {im.width}x{im.height} (image id {im.id})"
+                + hint
             )
 
 
@@ -178,6 +235,20 @@ def read_image(root: Path, image: ImageInfo, source: Path) -> Image.Image:
     p = image_path(root, image, source)
     try:
         with Image.open(p) as img:
-            return img.convert("RGB")
+            return to_rgb(img)
     except (UnidentifiedImageError, OSError) as e:
         raise UserError(f"{p}: cannot read image (image id {image.id} in {source.name}): {e}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB: grayscale and RGBA converted; 16-bit and 32-bit images scaled to 0..255 by their type's
+    range (PIL's own conversion would clip every value over 255 to white). EXIF orientation is not applied:
+    annotations refer to the pixels as stored, as pycocotools reads them."""
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or values.max() > 255 else 255.0
+        if img.mode == "F":
+            top = 1.0 if values.max() <= 1.0 else top
+        gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    return img.convert("RGB")

@@ -91,13 +91,25 @@ def kfold(coco: CocoFile, k: int, seed: int) -> Folds:
     path = cache_root() / "folds" / f"{coco.path.stem}-{coco.sha256[:16]}-k{k}-seed{seed}.json"
     ids = coco.image_ids
     if path.exists():
-        saved = read_json(path)
-        return Folds("kfold", tuple(tuple(f) for f in saved["folds"]), tuple(ids), path)
+        saved = _saved_folds(path, ids, k)
+        if saved is not None:
+            return Folds("kfold", saved, tuple(ids), path)
     fold_of = iterative_stratification(presence_matrix(coco), k, seed)
     folds = tuple(tuple(int(ids[i]) for i in np.flatnonzero(fold_of == f)) for f in range(k))
     meta = {"method": "multilabel iterative stratification", "k": k, "seed": seed, "source": str(coco.path)}
     write_json(path, {**meta, "sha256": coco.sha256, "folds": [list(f) for f in folds]})
     return Folds("kfold", folds, tuple(ids), path)
+
+
+def _saved_folds(path: Path, ids: list[int], k: int) -> tuple[tuple[int, ...], ...] | None:
+    """The folds of a cached fold file; None when it is damaged (it is then recomputed: the same folds, from
+    the seed) or does not partition these images."""
+    try:
+        folds = tuple(tuple(int(i) for i in f) for f in read_json(path)["folds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    flat = sorted(i for f in folds for i in f)
+    return folds if len(folds) == k and flat == sorted(ids) else None
 
 
 def official(data: DataRoot) -> Folds:

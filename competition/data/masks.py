@@ -9,7 +9,8 @@ The painting order is decided on the original categories; the value painted is t
 
 The cache key is the annotation file's content hash plus every setting that changes a pixel; the cache is a
 folder with one flat uint8 file (all masks back to back) and an index, memory-mapped when read. Later epochs
-and runs never call pycocotools again.
+and runs never call pycocotools again. The index records the mask file's size and SHA-256, checked whenever a
+store is opened: a damaged entry (a bad disk, a hand edit, a truncated copy) is rendered again, never read.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from competition.data.classes import ClassTable
 from competition.data.coco import CocoFile
 
 OVERLAPS = ("max", "small-on-top")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the index holds the mask file's size and checksum
 
 
 def annotation_mask(ann: dict[str, Any], height: int, width: int) -> np.ndarray:
@@ -117,8 +118,13 @@ def mask_store(
 ) -> MaskStore:
     """The cached masks of `coco` under these settings, rendering them first if this is the first time."""
     folder = (cache_dir or cache_root()) / "masks" / cache_key(coco, classes, overlap)
-    if (folder / "index.json").exists():
-        return MaskStore(folder)
+    if (folder / "index.json").exists() or folder.exists():
+        problem = cache_problem(folder)
+        if problem is None:
+            return MaskStore(folder)
+        if log:
+            log(f"mask cache {folder} is damaged ({problem}); rendering it again")
+        discard(folder)
     if log:
         log(f"rendering {len(coco.images)} masks of {coco.path.name} (overlap={overlap}) -> {folder}")
     tmp = temporary_name(folder)
@@ -138,6 +144,7 @@ def mask_store(
             "overlap": overlap,
             "classes": classes.to_dict(),
         }
+        meta |= {"bytes": offset, "masks_sha256": file_sha256(tmp / "masks.u8")}
         (tmp / "index.json").write_text(json.dumps({**meta, "images": rows}))
         try:
             os.rename(tmp, folder)
@@ -147,3 +154,34 @@ def mask_store(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return MaskStore(folder)
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def cache_problem(folder: Path) -> str | None:
+    """Why the cache entry in `folder` cannot be trusted, or None when its index and checksum hold."""
+    try:
+        index = json.loads((folder / "index.json").read_text())
+        size = (folder / "masks.u8").stat().st_size
+    except (OSError, ValueError) as e:
+        return f"unreadable: {type(e).__name__}"
+    if not isinstance(index, dict) or "masks_sha256" not in index:
+        return "index without a checksum"
+    if size != index.get("bytes"):
+        return f"mask file has {size} bytes, its index says {index.get('bytes')}"
+    if file_sha256(folder / "masks.u8") != index["masks_sha256"]:
+        return "checksum mismatch"
+    return None
+
+
+def discard(folder: Path) -> None:
+    """Move a damaged entry aside (atomic, so no reader sees half of it), then delete it."""
+    aside = temporary_name(folder).with_suffix(".damaged")
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:  # another process discarded it first
+        return
+    shutil.rmtree(aside, ignore_errors=True)

@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 
 from competition.core.errors import UserError
+from competition.core.runs import run_name
 from competition.data.coco import CocoFile, ImageInfo
 
 
 def pseudo_dir(runs_dir: Path, name: str) -> Path:
-    return Path(runs_dir) / "pseudo" / name
+    """runs/pseudo/NAME; a NAME that would leave that folder (`../x`, `/abs`) is a UserError."""
+    return Path(runs_dir) / "pseudo" / run_name(name, "setting pseudo")
 
 
 class PseudoLabels:

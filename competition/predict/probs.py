@@ -76,9 +76,13 @@ class ProbsWriter:
         self.tmp = temporary_name(self.path)
         self.shape = (len(images), len(classes), SUBMISSION_SIZE, SUBMISSION_SIZE)
         check_free_space(self.path, int(np.prod(self.shape)))
-        self.file = open(self.tmp, "wb")  # noqa: SIM115 (closed by close() or abort())
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False}
-        np.lib.format.write_array_header_1_0(self.file, {**header, "shape": self.shape})
+        self.file = None
+        try:
+            self.file = open(self.tmp, "wb")  # noqa: SIM115 (closed by close() or abort())
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False}
+            np.lib.format.write_array_header_1_0(self.file, {**header, "shape": self.shape})
+        except BaseException as e:  # e.g. a full disk: no half file is left behind
+            self._fail(e)
         self.manifest = {
             "images": images,
             "classes": classes,
@@ -94,7 +98,10 @@ class ProbsWriter:
         block = quantise(probs)
         if block.shape[1:] != self.shape[1:] or self.filled + len(block) > self.shape[0]:
             raise ValueError(f"{self.path}: block {block.shape} does not fit {self.shape} after {self.filled} rows")
-        self.file.write(np.ascontiguousarray(block).tobytes())
+        try:
+            self.file.write(np.ascontiguousarray(block).tobytes())
+        except BaseException as e:  # a full disk mid-file: no half file is left behind
+            self._fail(e)
         self.filled += len(block)
 
     def close(self) -> Path:
@@ -107,8 +114,16 @@ class ProbsWriter:
         return self.path
 
     def abort(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         self.tmp.unlink(missing_ok=True)
+
+    def _fail(self, error: BaseException) -> None:
+        """Remove the temporary file and re-raise `error`, an OSError naming the file it was writing."""
+        self.abort()
+        if isinstance(error, OSError) and error.filename is None:
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
+        raise error
 
 
 def check_free_space(path: Path, needed: int) -> None:
@@ -174,11 +189,17 @@ def read_probs(path: Path) -> StoredProbs:
     path = Path(path)
     if not path.exists() or not manifest_path(path).exists():
         raise UserError(f"{path}: probabilities not found (missing .npy or its .json manifest)")
-    manifest = read_json(manifest_path(path))
-    array = np.load(path, mmap_mode="r")
+    try:
+        manifest = read_json(manifest_path(path))
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:  # truncated or corrupt: a killed copy, a damaged disk
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"{path}: unreadable probabilities (truncated or corrupt: {first}); recompute them") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: its manifest {manifest_path(path).name} is not a JSON object; recompute them")
     dtype = manifest.get("dtype", "float16")
     if dtype not in DTYPES or array.dtype != np.dtype(dtype):
         raise UserError(f"{path}: stored as {array.dtype}, its manifest says {dtype}; expected uint8 or float16")
-    if list(array.shape) != manifest["shape"] or len(manifest["images"]) != array.shape[0]:
-        raise UserError(f"{path}: array shape {array.shape} does not match its manifest {manifest['shape']}")
+    if list(array.shape) != manifest.get("shape") or len(manifest.get("images", ())) != array.shape[0]:
+        raise UserError(f"{path}: array shape {array.shape} does not match its manifest {manifest.get('shape')}")
     return StoredProbs(path, array, manifest)

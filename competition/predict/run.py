@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import models
+from competition.core.checkpoint import load_checkpoint, load_weights
 from competition.core.errors import UserError
 from competition.core.fileio import read_json
 from competition.core.log import Log
@@ -59,7 +60,7 @@ def run_classes(run_dir: Path, cfg: dict[str, Any], data: DataRoot) -> ClassTabl
 def load_fold_model(cfg: dict[str, Any], checkpoint: Path, num_classes: int, device: torch.device) -> torch.nn.Module:
     """The run's model with a fold's best weights, in eval mode on `device`."""
     model, _ = models.create_model(cfg["model"], num_classes, cfg | {"weights": None, "encoder_weights": None})
-    model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True)["model"])
+    load_weights(model, load_checkpoint(checkpoint, device), checkpoint)
     model = model.to(device).eval()
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from competition.core.log import Log
 from competition.core.progress import Steps
-from competition.core.runs import update_run
+from competition.core.runs import run_name, update_run
 from competition.search.orphans import fail_orphaned_trials
 
 
@@ -45,7 +45,7 @@ def keep_oof_callback(keep: int, runs_dir: Path, log: Log) -> Callable[[optuna.S
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
         for old in complete[keep:]:
-            run_dir = runs_dir / old.user_attrs["run"]
+            run_dir = runs_dir / run_name(old.user_attrs["run"], f"study {study.study_name} trial {old.number}")
             oofs = list(run_dir.glob("fold_*/oof.*"))
             if not oofs:
                 continue

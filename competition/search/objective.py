@@ -15,9 +15,10 @@ from competition import train as training
 from competition.core.config import short, validate
 from competition.core.locks import OwnerLock
 from competition.core.log import Log
-from competition.core.runs import remove_heavy_files, update_run
+from competition.core.runs import remove_heavy_files, run_name, update_run
+from competition.search.orphans import retry_trial
 from competition.search.space import default_params, suggest
-from competition.train import NonFiniteLoss
+from competition.train import NonFiniteLoss, OutOfMemory
 
 
 class Objective:
@@ -56,13 +57,18 @@ class Objective:
             self._end(trial, run_dir, "pruned", str(e))
             remove_heavy_files(run_dir)
             raise
-        except torch.cuda.OutOfMemoryError as e:
-            self._end(trial, run_dir, "pruned", f"CUDA out of memory: {str(e).splitlines()[0][:160]}")
+        except (torch.cuda.OutOfMemoryError, OutOfMemory) as e:
+            reason = str(e) if isinstance(e, OutOfMemory) else f"CUDA out of memory: {str(e).splitlines()[0][:160]}"
+            self._end(trial, run_dir, "failed", reason)
             remove_heavy_files(run_dir)
-            raise optuna.TrialPruned("CUDA out of memory") from None
+            raise OutOfMemory(reason) from None
         except NonFiniteLoss as e:
             self._end(trial, run_dir, "failed", str(e))
             remove_heavy_files(run_dir)
+            raise
+        except KeyboardInterrupt:  # Ctrl-C: Optuna fails the trial; it is queued to resume in the same folder
+            self._end(trial, run_dir, "interrupted", "interrupted (Ctrl-C); re-run the search to resume it")
+            retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id), limit=False)
             raise
         update_run(run_dir, kind="trial")
         return float(results["miou"])
@@ -70,13 +76,13 @@ class Objective:
     def _run_dir(self, trial: optuna.Trial) -> Path:
         """A retried trial continues in the failed trial's folder, so its finished folds are kept."""
         previous = trial.user_attrs.get("run")
-        if previous and (self.runs_dir / previous).is_dir():
+        if previous and (self.runs_dir / run_name(previous, "the study's trial record")).is_dir():
             self._prefixed(trial.number)(f"retry of a failed trial: resuming {previous}")
             return self.runs_dir / previous
         return self.runs_dir / f"{self.study}-t{trial.number:03d}-{secrets.token_hex(2)}"
 
     def _end(self, trial: optuna.Trial, run_dir: Path, status: str, reason: str) -> None:
-        trial.set_user_attr("fail_reason" if status == "failed" else "prune_reason", reason)
+        trial.set_user_attr("prune_reason" if status == "pruned" else "fail_reason", reason)
         update_run(run_dir, status=status, reason=reason)
         self._prefixed(trial.number)(f"{status}: {reason}")
 

@@ -22,14 +22,15 @@ MAX_RETRY = 1  # a trial whose owner died is retried once
 UNOWNED_GRACE_SECONDS = 120
 
 
-def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Queue a failed trial once more (at most MAX_RETRY times), with its settings and run folder.
+def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, limit: bool = True) -> None:
+    """Queue a failed trial once more (at most MAX_RETRY times; `limit=False`: always, for a Ctrl-C), with its
+    settings and run folder.
 
     As Optuna's RetryFailedTrialCallback, but the dead owner is not copied, so nobody mistakes the queued
     retry, once started, for the dead trial.
     """
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
-    if len(history) > MAX_RETRY:
+    if limit and len(history) > MAX_RETRY:
         return
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("owner", "fail_reason")}
     study.add_trial(

@@ -1,13 +1,21 @@
 """Study storages by URL: an SQLite file (default, in the runs folder), any RDB URL (PostgreSQL for several
 machines, with a heartbeat), or `journal:PATH`; URLs are shown with their password hidden.
+
+A server database that goes away (restarted, a network blip) is waited for: every storage call is retried
+for up to DB_RETRY_SECONDS, on fresh connections, before the search stops with one line (and then resumes
+when the same command is run again). A locked SQLite file is waited for the same way (SQLite's own timeout).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import os
+import time
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.engine import make_url
 
@@ -15,6 +23,7 @@ from competition.core.errors import UserError
 from competition.search.orphans import retry_trial
 
 HEARTBEAT_SECONDS = 60
+DB_RETRY_SECONDS = float(os.environ.get("COMPETITION_DB_RETRY_SECONDS", 300))
 
 
 def storage_url(spec: str | None, runs_dir: Path) -> str:
@@ -42,15 +51,59 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     try:
-        if url.startswith("sqlite"):
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        if url.startswith("sqlite"):  # a locked database file is waited for up to 60 s, then retried as above
+            return RetryingRDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
         # Optuna >= 4.9 names the stale-trial callback `heartbeat_stale_trial_callback`
         params = inspect.signature(optuna.storages.RDBStorage).parameters
         callback = (
             "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
         )
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS, **{callback: retry_trial}
+        return RetryingRDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},  # connections broken by a server restart are replaced
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=3 * HEARTBEAT_SECONDS,
+            **{callback: retry_trial},
         )
     except Exception as e:  # bad URL, server down, missing driver: one line, no password
         raise UserError(f"--storage {safe_url(url)}: cannot open: {str(e).splitlines()[0][:200]}") from None
+
+
+def _lost_connection(e: Exception) -> bool:
+    """A server that is down or restarting, or a locked SQLite file, as opposed to a bad request."""
+    if isinstance(e, optuna.exceptions.StorageInternalError) and isinstance(e.__cause__, Exception):
+        e = e.__cause__  # Optuna wraps what failed in a transaction
+    if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+        return True
+    return isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated
+
+
+def _retrying(method):
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        deadline, delay = time.monotonic() + DB_RETRY_SECONDS, 0.5
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+                if not _lost_connection(e):
+                    raise
+                if time.monotonic() >= deadline:
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                    raise UserError(
+                        f"--storage {safe_url(str(self.engine.url))}: unreachable for {DB_RETRY_SECONDS:g} s "
+                        f"({first}); finished trials are stored; re-run the same command to resume"
+                    ) from None
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+
+    return call
+
+
+class RetryingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage whose every call rides out a database restart (see the module docstring)."""
+
+
+for _name, _method in list(vars(optuna.storages.RDBStorage).items()):
+    if not _name.startswith("_") and callable(_method) and _name not in ("remove_session", "upgrade"):
+        setattr(RetryingRDBStorage, _name, _retrying(_method))

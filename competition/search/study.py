@@ -31,7 +31,8 @@ def make_pruner(kind: str, cfg: dict[str, Any]) -> optuna.pruners.BasePruner:
 
 def create_study(url: str, name: str, cfg: dict[str, Any], pruner: str, seed: int | None) -> optuna.Study:
     """Create (or load) the study once, before any worker starts (avoids the table-creation race)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress is ours: one line per trial
+    # progress is ours: one line per trial, failures with their reason (Optuna's would add a traceback)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(
         storage=open_storage(url),
         study_name=name,

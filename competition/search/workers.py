@@ -27,7 +27,7 @@ from competition.search.objective import Objective
 from competition.search.orphans import fail_orphaned_trials
 from competition.search.storage import safe_url
 from competition.search.study import create_study
-from competition.train import NonFiniteLoss
+from competition.train import NonFiniteLoss, OutOfMemory
 
 # --------------------------------------------------------------------------- search space
 
@@ -70,7 +70,7 @@ def run_worker(job: SearchJob, n_trials: int, log: Log = print) -> None:
             Objective(job.base, job.space, job.runs_dir, job.study, owner, log),
             n_trials=n_trials,
             timeout=job.timeout,
-            catch=(NonFiniteLoss,),  # a NaN loss fails that trial (reason in its user attributes); search goes on
+            catch=(NonFiniteLoss, OutOfMemory),  # fails that trial (reason in its user attributes); search goes on
             callbacks=callbacks,
         )
     finally:

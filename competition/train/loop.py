@@ -21,8 +21,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from competition.core.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from competition.core.config import save_config
-from competition.core.fileio import atomic_path, read_json, write_csv, write_json
+from competition.core.errors import UserError
+from competition.core.fileio import read_json, write_csv, write_json
 from competition.core.locks import run_folder_lock
 from competition.core.log import Log
 from competition.core.progress import Steps, progress
@@ -45,8 +47,12 @@ from competition.train.tracking import FoldTracker
 EpochHook = Callable[[int, int, float], None]
 
 
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or infinite (the run is marked failed with this reason)."""
+
+
+class OutOfMemory(UserError):
+    """The GPU ran out of memory (after the one retry with half the batch size that `oom=halve` allows)."""
 
 
 def train_run(
@@ -57,7 +63,44 @@ def train_run(
     The run folder is locked meanwhile: a second process cannot train (resume) it while this one lives.
     """
     with run_folder_lock(run_dir):
+        remove_stale_temporaries(Path(run_dir))
+        try:
+            return _train_or_halve(cfg, Path(run_dir), log, on_epoch)
+        except (NonFiniteLoss, OutOfMemory) as e:
+            update_run(run_dir, status="failed", reason=str(e))
+            raise
+
+
+def _train_or_halve(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochHook | None) -> dict[str, Any]:
+    """Train; on CUDA out of memory with `oom=halve`, once more with half the batch size (OutOfMemory else)."""
+    try:
         return _train_locked(cfg, Path(run_dir), log, on_epoch)
+    except torch.cuda.OutOfMemoryError as e:
+        if cfg.get("oom") != "halve" or int(cfg["batch_size"]) < 2:
+            raise OutOfMemory(oom_message(cfg, e)) from None
+        smaller = {**cfg, "batch_size": int(cfg["batch_size"]) // 2, "oom": "fail"}  # retried once only
+        log(f"{oom_message(cfg, e)}; oom=halve: retrying the unfinished folds with batch size "
+            f"{smaller['batch_size']}")  # fmt: skip
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        for last in Path(run_dir).glob("fold_*/last.pt"):  # its optimiser steps were for the old batch size
+            last.unlink()
+        update_run(run_dir, oom_retry={"batch_size": [int(cfg["batch_size"]), smaller["batch_size"]]})
+        try:
+            return _train_locked(smaller, Path(run_dir), log, on_epoch)
+        except torch.cuda.OutOfMemoryError as again:
+            raise OutOfMemory(oom_message(smaller, again)) from None
+
+
+def oom_message(cfg: dict[str, Any], e: BaseException) -> str:
+    first = (str(e).strip().splitlines() or ["out of memory"])[0][:160]
+    return f"CUDA out of memory at batch size {cfg['batch_size']} ({first}); try --batch-size or --set oom=halve"
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Temporary files a killed trainer left in the run's fold folders (never read; the lock is ours now)."""
+    for tmp in run_dir.glob("fold_*/.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochHook | None) -> dict[str, Any]:
@@ -143,6 +186,8 @@ def train_fold(setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, floa
     try:
         for epoch in range(f.state["epoch"], epochs):
             seed_everything(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
+            # the shuffle order is a function of the epoch alone, so a resumed fold replays the same batches
+            f.train_loader.loader.generator.manual_seed(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
             start = time.time()
             desc = f"fold {fold} epoch {epoch + 1}/{epochs}"
             train_loss = train_epoch(f, setup, desc)
@@ -180,8 +225,8 @@ def build_fold(setup: Setup, fold: int, out: Path) -> Fold:
     scaler = torch.amp.GradScaler(device.type) if amp_dtype(device, cfg["amp"]) == torch.float16 else None
     state = {"epoch": 0, "best": -1.0, "best_epoch": -1, "stale": 0, "history": []}
     if (out / "last.pt").exists():
-        saved = torch.load(out / "last.pt", map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
+        saved = load_checkpoint(out / "last.pt", device)
+        load_weights(model, saved, out / "last.pt")
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         average.load_state_dict(saved.get("average"))
@@ -239,8 +284,8 @@ def finish_fold(f: Fold, setup: Setup) -> dict[str, Any]:
     """The best checkpoint's scores and out-of-fold probabilities; result.json; the resume state removed."""
     cfg = setup.cfg
     keep_swa(f, setup)
-    best = torch.load(f.out / "best.pt", map_location=setup.device, weights_only=True)
-    f.model.load_state_dict(best["model"])
+    best = load_checkpoint(f.out / "best.pt", setup.device)
+    load_weights(f.model, best, f.out / "best.pt")
     oof_dir = f.out if cfg["save_oof"] else None
     scores, _ = evaluate(f.model, f.val_loader, setup, oof_dir=oof_dir, val_set=f.val_set)
     result = {
@@ -322,5 +367,4 @@ def optimizer_step(f: Fold, cfg: dict[str, Any]) -> None:
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save under a temporary name, then renamed: a kill never leaves half a checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    save_checkpoint(obj, path)
