@@ -145,7 +145,8 @@ def load_vgg16_weights(model: FCN, path: str | Path) -> str:
     state = read_weights(path, f"{name} weights")
     conv = {f"features.{k}": v.shape for k, v in model.features.state_dict().items()}
     wanted = conv | {"classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,)}
-    wanted |= {"classifier.0.weight": (4096, 512 * 7 * 7), "classifier.0.bias": (4096,)}
+    if model.fc6.kernel_size == (7, 7):
+        wanted |= {"classifier.0.weight": (4096, 512 * 7 * 7), "classifier.0.bias": (4096,)}
     extra = [k for k in state if k.startswith("features.") and k not in conv]
     bad = [k for k, shape in wanted.items() if k not in state or tuple(state[k].shape) != tuple(shape)]
     if bad or extra:

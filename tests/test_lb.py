@@ -104,7 +104,10 @@ def test_scores_join_runs_by_content_and_rank_correlation_appears_at_three(small
 def test_a_csv_no_run_made_is_kept_and_listed(small_runs, tmp_path, capsys):
     workspace(small_runs, tmp_path)
     other = tmp_path / "hand-made.csv"
-    other.write_text((tmp_path / "submissions" / "run-a.csv").read_text().replace(",0 ", ",1 ", 1))
+    header, first, rest = (tmp_path / "submissions" / "run-a.csv").read_text().split("\n", 2)
+    image, values = first.split(",", 1)
+    changed = ("1" if values[0] != "1" else "2") + values[1:]  # another class at the first pixel
+    other.write_text("\n".join([header, f"{image},{changed}", rest]))
     code, out, _ = cli(capsys, "lb", str(other), "0.3")
     assert code == 0 and "made by no run" in out
     code, out, _ = cli(capsys, "leaderboard")

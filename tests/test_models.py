@@ -64,6 +64,9 @@ def test_fcn_batch_norm_variant(name: str) -> None:
         assert model(torch.randn(2, 3, 45, 70)).shape == (2, 12, 45, 70)
 
 
+SEED_FC6 = "fc6 random (the seed's 1x1 fc6; --set fc6=7x7 loads VGG16's)"
+
+
 def test_fcn_paper_init() -> None:
     model, _ = create_model("fcn8s", 5, {"dropout": 0.2})
     assert model.drop6.p == model.drop7.p == 0.2
@@ -93,7 +96,7 @@ def test_vgg16_weights_load(tmp_path) -> None:
     path = tmp_path / "vgg16.pth"
     torch.save(vgg.state_dict(), path)
     model, what = create_model("fcn16s", 12, {"weights": str(path)})
-    assert what == f"file: VGG16 conv weights (26 tensors) + fc7 from {path}; fc6 random"
+    assert what == f"file: VGG16 conv weights (26 tensors) + fc7 from {path}; " + SEED_FC6
     assert torch.equal(model.features[0].weight, vgg.features[0].weight)
     assert torch.equal(model.features[28].bias, vgg.features[28].bias)
     assert torch.equal(model.fc7.weight.flatten(1), vgg.classifier[3].weight)
@@ -106,7 +109,7 @@ def test_vgg16_bn_weights_load(tmp_path) -> None:
     path = tmp_path / "vgg16_bn.pth"
     torch.save(vgg.state_dict(), path)
     model, what = create_model("fcn8s", 12, {"weights": str(path), "norm": "batch"})
-    assert what == f"file: VGG16-BN conv weights (91 tensors) + fc7 from {path}; fc6 random"
+    assert what == f"file: VGG16-BN conv weights (91 tensors) + fc7 from {path}; " + SEED_FC6
     assert torch.equal(model.features[1].running_var, vgg.features[1].running_var)
     assert torch.equal(model.features[40].weight, vgg.features[40].weight)
     with pytest.raises(UserError, match=r"vgg16_bn.pth: not a torchvision vgg16\(\) state dict"):

@@ -197,9 +197,9 @@ def read_probs(path: Path) -> StoredProbs:
         raise UserError(f"{path}: unreadable probabilities (truncated or corrupt: {first}); recompute them") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{path}: its manifest {manifest_path(path).name} is not a JSON object; recompute them")
+    if list(array.shape) != manifest.get("shape") or len(manifest.get("images", ())) != array.shape[0]:
+        raise UserError(f"{path}: array shape {array.shape} does not match its manifest {manifest.get('shape')}")
     dtype = manifest.get("dtype", "float16")
     if dtype not in DTYPES or array.dtype != np.dtype(dtype):
         raise UserError(f"{path}: stored as {array.dtype}, its manifest says {dtype}; expected uint8 or float16")
-    if list(array.shape) != manifest.get("shape") or len(manifest.get("images", ())) != array.shape[0]:
-        raise UserError(f"{path}: array shape {array.shape} does not match its manifest {manifest.get('shape')}")
     return StoredProbs(path, array, manifest)

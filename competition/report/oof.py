@@ -15,7 +15,7 @@ from competition.core.fileio import read_json
 from competition.core.geometry import resize_nearest
 from competition.data import ClassTable, DataRoot, ImageInfo
 from competition.ensemble import Member, read_oof
-from competition.predict import run_classes
+from competition.predict import argmax, run_classes
 from competition.submit import iou_from_confusion, per_image_confusion
 
 BLOCK = 16  # images per streamed block
@@ -54,7 +54,7 @@ def analyse_oof(run_dir: Path, worst: int = 6) -> OofAnalysis:
     kept: list[tuple[float, int, Worst]] = []  # a max-heap on mIoU (negated) of the `worst` lowest
     for start in range(0, len(images), BLOCK):
         chunk = images[start : start + BLOCK]
-        pred = oof.block([im.file_name for im in chunk]).argmax(-1)
+        pred = torch.from_numpy(argmax(oof.block([im.file_name for im in chunk]), 1).astype(np.int64))
         truth = torch.from_numpy(np.stack([resize_nearest(masks[im.id]) for im in chunk]).astype(np.int64))
         per_image = per_image_confusion(pred, truth, n, classes.ignore_index)
         confusion += per_image.sum(0)

@@ -87,7 +87,7 @@ class DeviceBatches:
 
     def __init__(self, loader: DataLoader, device: torch.device):
         self.loader, self.device = loader, device
-        self.dataset = loader.dataset
+        self.dataset, self.batch_size = loader.dataset, loader.batch_size
 
     def __len__(self) -> int:
         return len(self.loader)
