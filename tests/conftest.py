@@ -98,6 +98,15 @@ def build_root(root: Path, coco: dict | None = None, test_images: int = 2) -> Pa
     return root
 
 
+def edited(tmp_path: Path, mutate) -> Path:
+    """A valid root whose train_all.json is then edited (image files unchanged)."""
+    root = build_root(tmp_path / "data")
+    coco = json.loads((root / "train_all.json").read_text())
+    mutate(coco)
+    (root / "train_all.json").write_text(json.dumps(coco))
+    return root
+
+
 @pytest.fixture
 def tiny_root(tmp_path) -> Path:
     return build_root(tmp_path / "data")

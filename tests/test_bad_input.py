@@ -5,13 +5,12 @@ Each case breaks the tiny dataset one way and runs `./run.sh data-info --data RO
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from competition.cli import main
-from tests.conftest import build_root, tiny_coco
+from tests.conftest import build_root, edited, tiny_coco
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -53,15 +52,6 @@ def test_invalid_json(tmp_path, capsys):
     root = build_root(tmp_path / "data")
     (root / "train_all.json").write_text('{"images": [')
     expect_error(capsys, root, "train_all.json", "invalid JSON")
-
-
-def edited(tmp_path: Path, mutate) -> Path:
-    """A valid root whose train_all.json is then edited (the image files stay as they were)."""
-    root = build_root(tmp_path / "data")
-    coco = json.loads((root / "train_all.json").read_text())
-    mutate(coco)
-    (root / "train_all.json").write_text(json.dumps(coco))
-    return root
 
 
 def test_missing_top_level_key(tmp_path, capsys):

@@ -7,7 +7,6 @@ the record, no traceback, and nothing written; or, for inputs that are valid but
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from PIL import Image
 from competition.cli import main
 from competition.data import DataRoot, read_image
 from competition.submit import write_submission
-from tests.conftest import build_root, tiny_coco
+from tests.conftest import build_root, edited, tiny_coco
 
 
 def one_error(capsys, argv: list[str], code: int = 1) -> str:
@@ -35,15 +34,6 @@ def data_info_error(capsys, root: Path, *fragments: str) -> str:
         assert fragment in line, (fragment, line)
     assert not (Path.cwd() / "cache" / "masks").exists() or "rendering" not in line  # nothing rendered from it
     return line
-
-
-def edited(tmp_path: Path, mutate) -> Path:
-    """A valid root whose train_all.json is then edited (image files unchanged)."""
-    root = build_root(tmp_path / "data")
-    coco = json.loads((root / "train_all.json").read_text())
-    mutate(coco)
-    (root / "train_all.json").write_text(json.dumps(coco))
-    return root
 
 
 # --------------------------------------------------------------------------- COCO files

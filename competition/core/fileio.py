@@ -89,3 +89,23 @@ def read_json(path: Path | str) -> Any:
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+
+
+@contextlib.contextmanager
+def building_folder(folder: Path) -> Iterator[Path]:
+    """A fresh temporary folder beside `folder` to fill; renamed to `folder` when the block succeeds, removed
+    in any case. If another process published an identical `folder` (with its `index.json`) first, theirs is
+    kept."""
+    folder = Path(folder)
+    tmp = temporary_name(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not (folder / "index.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

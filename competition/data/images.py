@@ -41,7 +41,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from competition.core.errors import UserError
-from competition.core.fileio import temporary_name
+from competition.core.fileio import building_folder, temporary_name
 from competition.core.locks import exclusive_lock
 from competition.data.coco import ImageInfo, image_path
 from competition.data.masks import cache_root
@@ -245,10 +245,7 @@ def _build(
 ) -> None:
     donors = _donors(folder.parent, hw)
     entry = hw[0] * hw[1] * 3
-    tmp = temporary_name(folder)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with building_folder(folder) as tmp:
         rows, decoded = [], 0
         with open(tmp / "pixels.u8", "wb") as f:
             for im, digest in zip(images, digests, strict=True):
@@ -263,9 +260,6 @@ def _build(
                 rows.append([im.id, im.file_name, digest, zlib.crc32(data)])
         meta = {"version": CACHE_VERSION, "size": list(hw), "resize": RESIZE, "source": str(source)}
         (tmp / "index.json").write_text(json.dumps({**meta, "images": rows}))
-        os.rename(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if log:
         reused = len(images) - decoded
         log(f"image cache: {len(images)} images of {source.name} at {hw[0]}x{hw[1]} ({decoded} decoded, "

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from competition.core.fileio import temporary_name
+from competition.core.fileio import building_folder, temporary_name
 from competition.data.classes import ClassTable
 from competition.data.coco import CocoFile
 
@@ -127,10 +127,7 @@ def mask_store(
         discard(folder)
     if log:
         log(f"rendering {len(coco.images)} masks of {coco.path.name} (overlap={overlap}) -> {folder}")
-    tmp = temporary_name(folder)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with building_folder(folder) as tmp:
         rows, offset = [], 0
         with open(tmp / "masks.u8", "wb") as f:
             for im in coco.images:
@@ -146,13 +143,6 @@ def mask_store(
         }
         meta |= {"bytes": offset, "masks_sha256": file_sha256(tmp / "masks.u8")}
         (tmp / "index.json").write_text(json.dumps({**meta, "images": rows}))
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process finished the same cache first: theirs is identical
-            if not (folder / "index.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return MaskStore(folder)
 
 
