@@ -73,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
     "save_oof": True,
     "overlays": 4,  # prediction overlay PNGs per fold
     "val_tta": "none",  # TTA views of validation and out-of-fold probabilities (as --tta): none, hflip, d4, ...
+    # tracking: TensorBoard event files always; mlflow also logs every run to MLflow (train/mlflow_run.py;
+    # MLFLOW_TRACKING_URI when set, else the local file store <runs>/mlruns)
+    "tracker": "tensorboard",
 }
 
 # Used instead of the defaults on the embedded sample dataset, so the main job takes minutes on 2 CPU cores.
@@ -98,6 +101,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "amp": ("auto", "bf16", "fp16", "off"),
     "sampler": ("shuffle", "balanced"),
     "oom": ("fail", "halve"),
+    "tracker": ("tensorboard", "mlflow"),
 }
 # Type and range of every other setting: (kind, low, high); None = unbounded. Kinds: int, float, bool, text,
 # optional-text (None allowed), and the special ones checked below (classes, loss, class_weights, fold, ...).
@@ -137,7 +141,7 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
 }
 SPECIAL = ("classes", "loss", "class_weights", "fold", "image_size", "val_tta")
 # Settings that change how fast a run goes, not what it learns: never "fixed", free to change on resume.
-MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof", "image_cache", "oom"})
+MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof", "image_cache", "oom", "tracker"})
 # Settings `predict` and `ensemble` take with --set (the rest is the run's own).
 PREDICTION_KEYS = ("batch_size", "device", "num_workers", "amp", "channels_last", "image_size")
 

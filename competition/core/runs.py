@@ -13,6 +13,7 @@ runs/<id>/config.json        resolved settings (defaults < model < file < --set 
           fold_<i>/result.json, metrics.csv, oof.npy (uint8 [n, C, 256, 256]) + oof.json, overlay_*.png
           test/probs.npy     test probabilities of `predict` (uint8) + probs.json
           .lock              held (flock) while a process trains in the folder
+runs/mlflow.db, mlartifacts/     the MLflow store of tracker=mlflow (train/mlflow_run.py)
 ```
 
 A run is referred to by its id, a unique id prefix, its folder, `trial:STUDY:NUMBER` or `best:STUDY` (the best

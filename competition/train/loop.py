@@ -37,6 +37,7 @@ from competition.submit import Scores, ranking_value
 from competition.train.averaging import WeightAverage
 from competition.train.evaluate import evaluate
 from competition.train.losses import MixedLoss
+from competition.train.mlflow_run import open_mlflow
 from competition.train.optim import build_optimizer, build_scheduler
 from competition.train.setup import DeviceBatches, Setup, build_model, class_weights, fold_indices, loaders, prepare
 from competition.train.summary import summarize_run
@@ -107,7 +108,7 @@ def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochH
     save_config(cfg, run_dir / "config.json")
     setup = prepare(cfg, run_dir.parent, log)
     previous = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
-    update_run(
+    info = update_run(
         run_dir,
         id=run_dir.name,
         model=cfg["model"],
@@ -120,11 +121,25 @@ def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochH
     indices = fold_indices(cfg, setup.folds)
     pending = [f for f in indices if not (fold_dir(run_dir, f) / "result.json").exists()]
     setup.steps = Steps(len(pending) * int(cfg["epochs"]), f"run {run_dir.name}", "epoch")
+    setup.mlflow = open_mlflow(cfg, run_dir, info, log)
+    stopped: list[BaseException] = []  # what on_epoch raised to stop the run (pruning)
+
+    def hook(fold: int, epoch: int, mean: float) -> None:
+        try:
+            on_epoch(fold, epoch, mean)
+        except BaseException as e:
+            stopped.append(e)
+            raise
+
     try:
-        done = _train_folds(setup, run_dir, indices, on_epoch)
+        done = _train_folds(setup, run_dir, indices, hook if on_epoch else None)
+    except BaseException as e:
+        if setup.mlflow is not None:  # pruned or interrupted: KILLED; an error: FAILED
+            setup.mlflow.end("KILLED" if stopped or not isinstance(e, Exception) else "FAILED")
+        raise
     finally:
         setup.steps.close()
-    results = summarize_run(run_dir, cfg, setup.classes, [done[f] for f in indices], log)
+    results = summarize_run(run_dir, cfg, setup.classes, [done[f] for f in indices], log, setup.mlflow)
     update_run(run_dir, status="complete", finished=now())
     return results
 
@@ -180,7 +195,7 @@ def train_fold(setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, floa
     cfg = setup.cfg
     f = build_fold(setup, fold, out)
     epochs = int(cfg["epochs"])
-    tracker = FoldTracker(out)  # TensorBoard: scalars every epoch, prediction overlays at the end
+    tracker = FoldTracker(out, fold, setup.mlflow)  # scalars every epoch, prediction overlays at the end
     if setup.steps is not None:
         setup.steps.skip(f.state["epoch"])  # epochs a resumed fold had done
     try:

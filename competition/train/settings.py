@@ -11,6 +11,7 @@ from competition.core.config import QUICK_PROFILE, describe, differences, read_c
 from competition.core.errors import UsageError
 from competition.core.log import Log
 from competition.data import DataRoot, is_sample, resolve_data_root
+from competition.train.mlflow_run import check_tracker
 
 
 def new_run_settings(model: str, data: str | None, given: dict[str, Any], log: Log) -> dict[str, Any]:
@@ -24,6 +25,7 @@ def new_run_settings(model: str, data: str | None, given: dict[str, Any], log: L
     cfg = resolve(spec.defaults, profile=QUICK_PROFILE if quick else None, given=given)
     cfg.update(model=spec.name, data=str(root))
     check_against_data(cfg)
+    check_tracker(cfg)
     return cfg
 
 
@@ -56,4 +58,6 @@ def resume_settings(
     if given:
         log(f"resuming with: {describe(given)}")
     log(f"resuming {run_dir} with its saved settings")
-    return validate({**cfg, **given})
+    cfg = validate({**cfg, **given})
+    check_tracker(cfg)
+    return cfg

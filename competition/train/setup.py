@@ -36,6 +36,7 @@ from competition.data import (
     train_transform,
 )
 from competition.predict import pick_device
+from competition.train.mlflow_run import MlflowRun
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Setup:
     pixels: DecodeEachTime | None = None  # train_all's images at image_size (cached unless image_cache=false)
     pseudo_pixels: DecodeEachTime | None = None
     steps: Steps | None = None  # the run's epochs: a bar on a terminal, the ETA of the log lines
+    mlflow: MlflowRun | None = None  # tracker=mlflow: the run's MLflow run
 
 
 def prepare(cfg: dict[str, Any], runs_dir: Path, log: Log) -> Setup:

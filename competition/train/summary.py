@@ -1,5 +1,5 @@
 """The end of a run: results.json, metrics.csv, per_class_iou.csv, plots, TensorBoard's CV scalars, the summary
-table, and a warning when the kept checkpoints predict (almost) only background.
+table, the MLflow run's end (tracker=mlflow), and a warning when the kept checkpoints predict (almost) only background.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from competition.core.fileio import write_csv, write_json
 from competition.core.log import Log
 from competition.core.runs import fold_dir
 from competition.data import ClassTable
+from competition.train.mlflow_run import MlflowRun
 from competition.train.plots import learning_curves, per_class_bars
 from competition.train.tracking import track_run
 
@@ -23,7 +24,12 @@ BACKGROUND_ONLY = 0.05
 
 
 def summarize_run(
-    run_dir: Path, cfg: dict[str, Any], classes: ClassTable, results: list[dict[str, Any]], log: Log
+    run_dir: Path,
+    cfg: dict[str, Any],
+    classes: ClassTable,
+    results: list[dict[str, Any]],
+    log: Log,
+    mlflow: MlflowRun | None = None,
 ) -> dict[str, Any]:
     """results.json, metrics.csv, per_class_iou.csv, plots and the summary table of a finished run."""
     scores = [r["miou"] for r in results]
@@ -55,7 +61,7 @@ def summarize_run(
     write_json(run_dir / "results.json", summary)
     learning_curves(history, run_dir / "learning_curves.png")
     per_class_bars(list(classes.names), per_class.loc["mean"].tolist(), run_dir / "per_class_iou.png")
-    track_run(run_dir, results, summary["miou"])
+    track_run(run_dir, results, summary["miou"], summary["miou_std"], mlflow)
 
     log("")
     log(f"{'fold':>4} {'best epoch':>10} {'mIoU(image)':>11} {'mIoU(dataset)':>13} {'pixel acc':>9}")

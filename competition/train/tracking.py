@@ -3,7 +3,8 @@ epoch's losses, validation scores and learning rate, and at the end the kept che
 per run (`<run>/`) each fold's score and the CV mean.
 
 Written with torch.utils.tensorboard (the pinned `tensorboard` package). Steps are epochs (fold scalars) and
-fold indices (run scalars), so a resumed fold continues its curves where it stopped.
+fold indices (run scalars), so a resumed fold continues its curves where it stopped. With tracker=mlflow the
+same scalars and images also go to the run's MLflow run (train/mlflow_run.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from competition.train.mlflow_run import MlflowRun
 
 SCALARS = {  # metrics.csv column -> TensorBoard tag
     "train_loss": "loss/train",
@@ -32,17 +35,21 @@ def _writer(folder: Path):
 
 
 class FoldTracker:
-    """One fold's event file; `epoch` after each epoch, `predictions` once the fold is done."""
+    """One fold's event file (and MLflow metrics); `epoch` after each epoch, `predictions` once the fold is done."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, fold: int, mlflow: MlflowRun | None = None):
         self.out = Path(out)
+        self.fold = fold
+        self.mlflow = mlflow
         self.writer = _writer(self.out)
 
     def epoch(self, row: dict[str, Any]) -> None:
-        for column, tag in SCALARS.items():
-            if row.get(column) is not None:
-                self.writer.add_scalar(tag, float(row[column]), int(row["epoch"]))
+        values = {tag: float(row[column]) for column, tag in SCALARS.items() if row.get(column) is not None}
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, int(row["epoch"]))
         self.writer.flush()
+        if self.mlflow is not None:
+            self.mlflow.metrics({f"fold_{self.fold}/{tag}": v for tag, v in values.items()}, int(row["epoch"]))
 
     def predictions(self, best_epoch: int) -> None:
         """The fold's overlay PNGs (image | truth | prediction of the kept checkpoint) as images."""
@@ -51,13 +58,17 @@ class FoldTracker:
                 pixels = np.asarray(picture.convert("RGB"))
             self.writer.add_image(f"predictions/{path.stem}", pixels, best_epoch, dataformats="HWC")
         self.writer.flush()
+        if self.mlflow is not None:
+            self.mlflow.artifacts(sorted(self.out.glob("overlay_*.png")), f"fold_{self.fold}")
 
     def close(self) -> None:
         self.writer.close()
 
 
-def track_run(run_dir: Path, results: list[dict[str, Any]], mean: float) -> None:
-    """The run's event file: each fold's kept score (step = fold) and the CV mean."""
+def track_run(
+    run_dir: Path, results: list[dict[str, Any]], mean: float, std: float, mlflow: MlflowRun | None = None
+) -> None:
+    """The run's event file: each fold's kept score (step = fold) and the CV mean; the MLflow run's end."""
     writer = _writer(Path(run_dir))
     try:
         for r in results:
@@ -65,3 +76,5 @@ def track_run(run_dir: Path, results: list[dict[str, Any]], mean: float) -> None
         writer.add_scalar("cv/mean_miou", float(mean), 0)
     finally:
         writer.close()
+    if mlflow is not None:
+        mlflow.finish(results, mean, std)
