@@ -168,6 +168,28 @@ def test_search_keeps_oof_probabilities_of_the_best_trials_only(tmp_path, monkey
                 read_oof(Member(run, job.base))
 
 
+def test_keep_checkpoints_deletes_those_of_trials_outside_the_best_and_predict_says_why(tmp_path, monkeypatch):
+    from competition.predict.run import fold_checkpoints  # what `predict` and `ensemble` call first
+
+    values = {1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1}
+    _, _, study_now = fake_search(tmp_path, monkeypatch, values, epochs=1, folds=2, keep_checkpoints=1)
+    for t in study_now().trials:
+        run = tmp_path / "runs" / t.user_attrs["run"]
+        kept = t.params["lr"] == 2e-3  # the best trial only
+        assert (run / "fold_0" / "best.pt").exists() == kept and (kept or not list(run.glob("fold_*/best.pt")))
+        assert (run / "fold_0" / "oof.npy").exists()  # --keep-oof (default 5) keeps all four
+        if not kept:
+            assert "not among the best 1" in json.loads((run / "run.json").read_text())["checkpoints_removed"]
+            with pytest.raises(UserError, match=r"deleted by --keep-checkpoints \(not among the best 1 trials"):
+                fold_checkpoints(run)
+
+
+def test_keep_checkpoints_below_one_is_a_usage_error(tmp_path, capsys):
+    code = main(["search", "unet", "--runs-dir", str(tmp_path / "runs"), "--keep-checkpoints", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--keep-checkpoints 0: expected 1 or more" in err, err
+
+
 def test_oom_and_nan_end_only_that_trial(tmp_path, monkeypatch):
     from competition.train import NonFiniteLoss
 

@@ -85,7 +85,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     request = SearchRequest(
         args.model, args.data, training_settings(args), Path(args.runs_dir), args.trials, args.space,
         args.storage, args.study, args.pruner, args.seed, args.timeout, args.epoch_budget, args.keep_oof,
-        args.workers, args.force, not args.no_predict,
+        args.workers, args.force, not args.no_predict, args.keep_checkpoints,
     )  # fmt: skip
     result = run_search(request, logger(args))
     if args.json:

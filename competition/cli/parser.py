@@ -86,6 +86,12 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="keep out-of-fold probabilities (~0.5 GB per trial on real data) only for the best K trials; default 5",
     )
+    p.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        metavar="K",
+        help="keep fold checkpoints (~135 MB per fold for VGG16 FCNs) only for the best K trials; default: all",
+    )
     p.add_argument("--storage", help="Optuna storage URL (default sqlite in the runs folder); journal:PATH for a file")
     p.add_argument("--study", help="study name (default: the model name)")
     p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")

@@ -39,8 +39,11 @@ def fold_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """(fold, best.pt) of every fold of the run that has a best checkpoint, by fold; UserError if none has."""
     found = sorted((int(p.parent.name.split("_")[1]), p) for p in Path(run_dir).glob("fold_*/best.pt"))
     if not found:
+        info = read_json(Path(run_dir) / "run.json") if (Path(run_dir) / "run.json").exists() else {}
+        why = info.get("checkpoints_removed")
         raise UserError(
-            f"{run_dir}: no fold checkpoints (fold_*/best.pt); a pruned trial or an unfinished run has none"
+            f"{run_dir}: no fold checkpoints (fold_*/best.pt): "
+            + (f"deleted by --keep-checkpoints ({why})" if why else "a pruned trial or an unfinished run has none")
         )
     return found
 

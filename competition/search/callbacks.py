@@ -1,10 +1,10 @@
-"""What a worker does after each trial: report progress, keep out-of-fold probabilities of the best trials
-only, stop at the epoch budget, requeue trials of dead processes.
+"""What a worker does after each trial: report progress, keep out-of-fold probabilities (and, when asked,
+checkpoints) of the best trials only, stop at the epoch budget, requeue trials of dead processes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +34,49 @@ def progress_callback(steps: Steps, log: Log) -> Callable[[optuna.Study, Any], N
     return callback
 
 
+def _outside_best(study: optuna.Study, keep: int, runs_dir: Path) -> Iterator[tuple[int, Path]]:
+    """(number, run folder) of the study's complete trials outside the best `keep`. A trial once outside stays
+    outside: later trials can only push it further down."""
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+    for old in complete[keep:]:
+        yield old.number, runs_dir / run_name(old.user_attrs["run"], f"study {study.study_name} trial {old.number}")
+
+
 def keep_oof_callback(keep: int, runs_dir: Path, log: Log) -> Callable[[optuna.Study, Any], None]:
     """After each trial, delete the out-of-fold probabilities of complete trials outside the best `keep`.
 
     They are the big files of a run (images x classes x 256 x 256 uint8: about 0.5 GB for 480 images and 17
-    classes, 2.4 GB for the full competition); only ensembling with fitted weights reads them. Checkpoints stay,
-    so every complete trial can still be predicted.
+    classes, 2.4 GB for the full competition); only ensembling with fitted weights reads them. Checkpoints stay
+    (unless --keep-checkpoints), so every complete trial can still be predicted.
     """
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
-        for old in complete[keep:]:
-            run_dir = runs_dir / run_name(old.user_attrs["run"], f"study {study.study_name} trial {old.number}")
+        for number, run_dir in _outside_best(study, keep, runs_dir):
             oofs = list(run_dir.glob("fold_*/oof.*"))
             if not oofs:
                 continue
             for path in oofs:
                 path.unlink(missing_ok=True)
             update_run(run_dir, oof_removed=f"not among the best {keep} trials of study {study.study_name}")
-            log(f"trial {old.number}: not among the best {keep}; its out-of-fold probabilities were deleted")
+            log(f"trial {number}: not among the best {keep}; its out-of-fold probabilities were deleted")
+
+    return callback
+
+
+def keep_checkpoints_callback(keep: int, runs_dir: Path, log: Log) -> Callable[[optuna.Study, Any], None]:
+    """After each trial, delete the fold checkpoints of complete trials outside the best `keep` (--keep-checkpoints):
+    a VGG16 FCN's are ~135 MB per fold, so 100 trials x 5 folds would fill 67 GB. Their scores, curves and
+    (when predicted) test probabilities stay; `predict` of such a trial says why it cannot."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        for number, run_dir in _outside_best(study, keep, runs_dir):
+            checkpoints = list(run_dir.glob("fold_*/best.pt"))
+            if not checkpoints:
+                continue
+            for path in checkpoints:
+                path.unlink(missing_ok=True)
+            update_run(run_dir, checkpoints_removed=f"not among the best {keep} trials of study {study.study_name}")
+            log(f"trial {number}: not among the best {keep}; its checkpoints were deleted")
 
     return callback
 

@@ -44,12 +44,15 @@ class SearchRequest:
     workers: int = 1
     force: bool = False
     predict: bool = True
+    keep_checkpoints: int | None = None
 
 
 def run_search(request: SearchRequest, log: Log) -> dict[str, Any]:
     """Create or continue the study, run the trials, summarise; returns the `search --json` result."""
     if request.keep_oof < 0:
         raise UsageError(f"--keep-oof {request.keep_oof}: expected 0 or more trials")
+    if request.keep_checkpoints is not None and request.keep_checkpoints < 1:
+        raise UsageError(f"--keep-checkpoints {request.keep_checkpoints}: expected 1 or more trials")
     if request.trials is not None and request.trials < 0:
         raise UsageError(f"--trials {request.trials}: expected 0 or more")
     if request.workers < 1:
@@ -73,7 +76,7 @@ def run_search(request: SearchRequest, log: Log) -> dict[str, Any]:
     log(f"search space: {', '.join(space)}")
     job = SearchJob(
         url, name, cfg, space, request.runs_dir, request.pruner, request.seed, request.timeout,
-        request.epoch_budget, request.keep_oof,
+        request.epoch_budget, request.keep_oof, keep_checkpoints=request.keep_checkpoints,
     )  # fmt: skip
     study = launch(job, trials, request.workers, log)
     result = summarize_study(study, url, request.runs_dir / "studies" / name, log)

@@ -19,6 +19,7 @@ from competition.core.progress import Steps
 from competition.search.callbacks import (
     budget_callback,
     epochs_spent,
+    keep_checkpoints_callback,
     keep_oof_callback,
     orphans_callback,
     progress_callback,
@@ -49,6 +50,7 @@ class SearchJob:
     timeout: float | None = None
     epoch_budget: int | None = None  # stop starting trials after this many training epochs (all workers)
     keep_oof: int = 5  # out-of-fold probabilities are kept for the best `keep_oof` complete trials
+    keep_checkpoints: int | None = None  # checkpoints too, when set (else every complete trial keeps its own)
     epochs_before: int = 0  # epochs the study had trained when this search started
 
 
@@ -62,6 +64,8 @@ def run_worker(job: SearchJob, n_trials: int, log: Log = print) -> None:
         keep_oof_callback(job.keep_oof, job.runs_dir, log),
         orphans_callback(log),
     ]
+    if job.keep_checkpoints is not None:
+        callbacks.append(keep_checkpoints_callback(job.keep_checkpoints, job.runs_dir, log))
     if job.epoch_budget:
         callbacks.append(budget_callback(job.epoch_budget, job.epochs_before, log))
     try:
