@@ -49,34 +49,31 @@ def keep_oof_callback(keep: int, runs_dir: Path, log: Log) -> Callable[[optuna.S
     classes, 2.4 GB for the full competition); only ensembling with fitted weights reads them. Checkpoints stay
     (unless --keep-checkpoints), so every complete trial can still be predicted.
     """
-
-    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        for number, run_dir in _outside_best(study, keep, runs_dir):
-            oofs = list(run_dir.glob("fold_*/oof.*"))
-            if not oofs:
-                continue
-            for path in oofs:
-                path.unlink(missing_ok=True)
-            update_run(run_dir, oof_removed=f"not among the best {keep} trials of study {study.study_name}")
-            log(f"trial {number}: not among the best {keep}; its out-of-fold probabilities were deleted")
-
-    return callback
+    return _keep_best(keep, runs_dir, log, "fold_*/oof.*", "oof_removed", "out-of-fold probabilities")
 
 
 def keep_checkpoints_callback(keep: int, runs_dir: Path, log: Log) -> Callable[[optuna.Study, Any], None]:
     """After each trial, delete the fold checkpoints of complete trials outside the best `keep` (--keep-checkpoints):
     a VGG16 FCN's are ~135 MB per fold, so 100 trials x 5 folds would fill 67 GB. Their scores, curves and
     (when predicted) test probabilities stay; `predict` of such a trial says why it cannot."""
+    return _keep_best(keep, runs_dir, log, "fold_*/best.pt", "checkpoints_removed", "checkpoints")
+
+
+def _keep_best(
+    keep: int, runs_dir: Path, log: Log, pattern: str, field: str, what: str
+) -> Callable[[optuna.Study, Any], None]:
+    """Delete the files `pattern` of the run folders of complete trials outside the best `keep`; run.json's
+    `field` says why."""
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         for number, run_dir in _outside_best(study, keep, runs_dir):
-            checkpoints = list(run_dir.glob("fold_*/best.pt"))
-            if not checkpoints:
+            files = list(run_dir.glob(pattern))
+            if not files:
                 continue
-            for path in checkpoints:
+            for path in files:
                 path.unlink(missing_ok=True)
-            update_run(run_dir, checkpoints_removed=f"not among the best {keep} trials of study {study.study_name}")
-            log(f"trial {number}: not among the best {keep}; its checkpoints were deleted")
+            update_run(run_dir, **{field: f"not among the best {keep} trials of study {study.study_name}"})
+            log(f"trial {number}: not among the best {keep}; its {what} were deleted")
 
     return callback
 
