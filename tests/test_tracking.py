@@ -195,3 +195,46 @@ def test_logged_store_addresses_never_show_a_password():
     shown = shown_uri("postgresql://team:s3cret-pw@db.example:5432/mlflow")
     assert "s3cret-pw" not in shown and shown == "postgresql://team:***@db.example:5432/mlflow"
     assert shown_uri("sqlite:////tmp/runs/mlflow.db") == "sqlite:////tmp/runs/mlflow.db"
+
+
+def test_a_store_that_cannot_be_opened_fails_the_run_before_training_in_one_line(tiny_cfg, tmp_path, monkeypatch):
+    from competition.train import train_run
+    from competition.train.mlflow_run import TrackerError
+
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")
+    run_dir = tmp_path / "runs" / "r4"
+    with pytest.raises(TrackerError, match=r"^tracker=mlflow: cannot open the MLflow store sqlite:///") as caught:
+        train_run(tiny_cfg, run_dir, lambda _: None)
+    assert "\n" not in str(caught.value)
+    info = read_json(run_dir / "run.json")
+    assert info["status"] == "failed" and "cannot open the MLflow store" in info["reason"]
+    assert not list(run_dir.glob("fold_*/metrics.csv"))  # no epoch was trained
+
+
+def test_a_store_that_fails_mid_run_is_one_warning_and_the_run_finishes(tiny_cfg, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from competition.train import train_run
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("server at db.example went away")
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", unreachable)  # the first overlay, at the end of fold 0
+    lines: list[str] = []
+    results = train_run(tiny_cfg, tmp_path / "runs" / "r5", lines.append)
+    warnings = [line for line in lines if line.startswith("warning: mlflow")]
+    assert len(warnings) == 1 and "server at db.example went away" in warnings[0], lines
+    assert (tmp_path / "runs" / "r5" / "results.json").exists() and len(results["folds"]) == 2
+    client, run = mlflow_run_of(tmp_path / "runs" / "r5")
+    logged = client.get_metric_history(run.info.run_id, "fold_0/miou/image")
+    assert len(logged) == 2 and not client.get_metric_history(run.info.run_id, "fold_1/miou/image")  # off after
+
+
+def test_store_errors_are_shown_without_the_password():
+    from competition.train.mlflow_run import MlflowRun
+
+    run = MlflowRun.__new__(MlflowRun)  # the error wording alone; no store is opened
+    run.uri = "postgresql://team:s3cret-pw@db.example:5432/mlflow"
+    said = run._say(RuntimeError("connection to postgresql://team:s3cret-pw@db.example failed\nmore lines"))
+    assert said == "connection to postgresql://team:***@db.example failed"

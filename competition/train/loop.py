@@ -37,7 +37,7 @@ from competition.submit import Scores, ranking_value
 from competition.train.averaging import WeightAverage
 from competition.train.evaluate import evaluate
 from competition.train.losses import MixedLoss
-from competition.train.mlflow_run import open_mlflow
+from competition.train.mlflow_run import TrackerError, open_mlflow
 from competition.train.optim import build_optimizer, build_scheduler
 from competition.train.setup import DeviceBatches, Setup, build_model, class_weights, fold_indices, loaders, prepare
 from competition.train.summary import summarize_run
@@ -67,7 +67,7 @@ def train_run(
         remove_stale_temporaries(Path(run_dir))
         try:
             return _train_or_halve(cfg, Path(run_dir), log, on_epoch)
-        except (NonFiniteLoss, OutOfMemory) as e:
+        except (NonFiniteLoss, OutOfMemory, TrackerError) as e:
             update_run(run_dir, status="failed", reason=str(e))
             raise
 

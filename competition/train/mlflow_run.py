@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +35,10 @@ from competition.core.runs import update_run
 # the kept run files logged as artifacts at the end of a run
 RUN_ARTIFACTS = ("results.json", "metrics.csv", "per_class_iou.csv", "config.json", "learning_curves.png",
                  "per_class_iou.png")  # fmt: skip
+
+
+class TrackerError(UserError):
+    """The MLflow store could not be opened (the run is marked failed with this reason)."""
 
 
 def _client_class():
@@ -70,16 +75,41 @@ def shown_uri(uri: str) -> str:
 
 
 class MlflowRun:
-    """The MLflow run of one training run; every call is a few small writes to the store."""
+    """The MLflow run of one training run; every call is a few small writes to the store.
+
+    A store that cannot be opened stops the run before training (one line). A write that fails later (a server
+    gone away) is one warning line, and the run goes on without MLflow: its folder keeps everything."""
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, info: dict[str, Any], log: Log):
         client_class = _client_class()
         self.run_dir = Path(run_dir)
         self.uri = tracking_uri(self.run_dir.parent)
-        # one process at a time opens the store: the first creates its tables, and creates experiments
-        with exclusive_lock(self.run_dir.parent / ".mlflow.lock"):
-            self.client = client_class(tracking_uri=self.uri)
-            self._open(cfg, info, log)
+        self.log = log
+        self.broken = False
+        try:  # one process at a time opens the store: the first creates its tables, and creates experiments
+            with exclusive_lock(self.run_dir.parent / ".mlflow.lock"):
+                self.client = client_class(tracking_uri=self.uri)
+                self._open(cfg, info, log)
+        except Exception as e:
+            raise TrackerError(
+                f"tracker=mlflow: cannot open the MLflow store {shown_uri(self.uri)}: {self._say(e)}"
+            ) from None
+
+    def _say(self, e: BaseException) -> str:
+        """An error's first line, with the store's password (if any) masked."""
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        password = urlsplit(self.uri).password
+        return text.replace(password, "***") if password else text
+
+    def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self.broken:
+            return
+        try:
+            call(*args, **kwargs)
+        except Exception as e:
+            self.broken = True
+            self.log(f"warning: mlflow: logging to {shown_uri(self.uri)} failed ({self._say(e)}); the run goes on "
+                     "without MLflow, its folder keeps everything")  # fmt: skip
 
     def _open(self, cfg: dict[str, Any], info: dict[str, Any], log: Log) -> None:
         previous = info.get("mlflow_run")
@@ -117,12 +147,12 @@ class MlflowRun:
         stamp = int(time.time() * 1000)
         batch = [Metric(key, float(value), stamp, int(step)) for key, value in values.items()]
         if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+            self._write(self.client.log_batch, self.run_id, metrics=batch)
 
     def artifacts(self, paths: list[Path], folder: str | None = None) -> None:
         for path in paths:
             if Path(path).is_file():
-                self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+                self._write(self.client.log_artifact, self.run_id, str(path), artifact_path=folder)
 
     def finish(self, results: list[dict[str, Any]], mean: float, std: float) -> None:
         """The CV scores, the run's files as artifacts, status FINISHED."""
@@ -130,14 +160,11 @@ class MlflowRun:
             self.metrics({"cv/fold_miou": r["miou"]}, int(r["fold"]))
         self.metrics({"cv/miou": mean, "cv/miou_std": std}, 0)
         self.artifacts([self.run_dir / name for name in RUN_ARTIFACTS])
-        self.client.set_terminated(self.run_id, status="FINISHED")
+        self._write(self.client.set_terminated, self.run_id, status="FINISHED")
 
     def end(self, status: str) -> None:
         """A run that stopped before its end: KILLED (pruned, interrupted) or FAILED."""
-        try:
-            self.client.set_terminated(self.run_id, status=status)
-        except Exception:  # the store is unreachable: the run's own files keep the outcome
-            pass
+        self._write(self.client.set_terminated, self.run_id, status=status)
 
 
 def open_mlflow(cfg: dict[str, Any], run_dir: Path, info: dict[str, Any], log: Log) -> MlflowRun | None:
