@@ -74,7 +74,7 @@ DEFAULTS: dict[str, Any] = {
     "overlays": 4,  # prediction overlay PNGs per fold
     "val_tta": "none",  # TTA views of validation and out-of-fold probabilities (as --tta): none, hflip, d4, ...
     # tracking: TensorBoard event files always; mlflow also logs every run to MLflow (train/mlflow_run.py;
-    # MLFLOW_TRACKING_URI when set, else the local file store <runs>/mlruns)
+    # MLFLOW_TRACKING_URI when set, else the SQLite store <runs>/mlflow.db)
     "tracker": "tensorboard",
 }
 
