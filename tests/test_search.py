@@ -210,10 +210,15 @@ def test_search_end_to_end_and_resume(sample_root, space_file, tmp_path, capsys)
     args = ["search", "unet", "--data", str(sample_root), "--runs-dir", str(runs), "--space", str(space_file),
             "--pruner", "none", "--seed", "1", "--json", *TINY_ARGS]  # fmt: skip
     assert main([*args, "--trials", "2"]) == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
     assert out["study"] == "unet" and out["trials"] == 2 and out["complete"] == 2
     assert {"storage", "pruned", "failed", "best"} <= set(out) and out["storage"].startswith("sqlite:///")
     assert set(out["best"]) >= {"miou", "params", "run"}
+    checkpoints = sum(p.stat().st_size for p in runs.glob("unet-t*/fold_*/best.pt"))
+    oofs = sum(p.stat().st_size for p in runs.glob("unet-t*/fold_*/oof.npy"))
+    assert out["disk_bytes"] == {"checkpoints": checkpoints, "oof": oofs, "test_probs": 0} and checkpoints > 0
+    assert f"checkpoints {checkpoints / 1e9:.2f} GB" in captured.err
     study = study_of(out["storage"], "unet")
     default = resolve(models.get_spec("unet").defaults)
     first = study.trials[0]  # the default goes first, not sampled

@@ -79,7 +79,7 @@ def run_search(request: SearchRequest, log: Log) -> dict[str, Any]:
         request.epoch_budget, request.keep_oof, keep_checkpoints=request.keep_checkpoints,
     )  # fmt: skip
     study = launch(job, trials, request.workers, log)
-    result = summarize_study(study, url, request.runs_dir / "studies" / name, log)
+    result = summarize_study(study, url, request.runs_dir / "studies" / name, log, runs_dir=request.runs_dir)
     result["fixed"] = fixed
     log("")
     log(format_table(leaderboard_rows(request.runs_dir)))

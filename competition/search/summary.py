@@ -13,14 +13,39 @@ from optuna.trial import TrialState
 from competition.core.config import short
 from competition.core.fileio import atomic_path, write_json
 from competition.core.log import Log
+from competition.core.runs import run_name
 from competition.search.callbacks import epochs_spent
 from competition.search.plots import save_study_plots
 from competition.search.space import trial_params
 from competition.search.storage import safe_url
 
 
-def summarize_study(study: optuna.Study, url: str, out_dir: Path, log: Log, top: int = 10) -> dict[str, Any]:
-    """Top-trials table, best_params.json, trials.csv and plots in the study folder; the --json result."""
+# what a trial's run folder holds that weighs: name -> file patterns
+HEAVY = {
+    "checkpoints": ("fold_*/best.pt", "fold_*/last.pt"),
+    "oof": ("fold_*/oof.npy",),
+    "test_probs": ("test/probs.npy",),
+}
+
+
+def study_disk(study: optuna.Study, runs_dir: Path) -> dict[str, int]:
+    """Bytes the run folders of the study's trials hold in checkpoints, out-of-fold and test probabilities."""
+    total = dict.fromkeys(HEAVY, 0)
+    for t in study.get_trials(deepcopy=False):
+        name = t.user_attrs.get("run")
+        folder = Path(runs_dir) / run_name(name, f"study {study.study_name} trial {t.number}") if name else None
+        if folder is None or not folder.is_dir():
+            continue
+        for kind, patterns in HEAVY.items():
+            total[kind] += sum(p.stat().st_size for pattern in patterns for p in folder.glob(pattern))
+    return total
+
+
+def summarize_study(
+    study: optuna.Study, url: str, out_dir: Path, log: Log, top: int = 10, runs_dir: Path | None = None
+) -> dict[str, Any]:
+    """Top-trials table, best_params.json, trials.csv and plots in the study folder; the disk its trials' run
+    folders take (when `runs_dir` is given); the --json result."""
     trials = study.get_trials(deepcopy=False)
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     counts = {s: sum(1 for t in trials if t.state == s) for s in states}
@@ -45,6 +70,12 @@ def summarize_study(study: optuna.Study, url: str, out_dir: Path, log: Log, top:
         f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed; {epochs_spent(study)} epochs trained); "
         f"folder {out_dir}"
     )
+    disk = study_disk(study, runs_dir) if runs_dir is not None else None
+    if disk is not None:
+        gb = {kind: size / 1e9 for kind, size in disk.items()}
+        log(f"disk: the trials' run folders hold {sum(gb.values()):.2f} GB: checkpoints {gb['checkpoints']:.2f} GB, "
+            f"out-of-fold {gb['oof']:.2f} GB, test probabilities {gb['test_probs']:.2f} GB "
+            "(--keep-checkpoints K and --keep-oof K bound them)")  # fmt: skip
     if best:
         log(f"best: trial {best['number']} CV mIoU {best['miou']:.4f} -> ./run.sh predict best:{study.study_name}")
     return {
@@ -57,4 +88,5 @@ def summarize_study(study: optuna.Study, url: str, out_dir: Path, log: Log, top:
         "epochs": epochs_spent(study),
         "best": best,
         "dir": str(out_dir),
+        **({"disk_bytes": disk} if disk is not None else {}),
     }
