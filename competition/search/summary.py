@@ -19,7 +19,6 @@ from competition.search.plots import save_study_plots
 from competition.search.space import trial_params
 from competition.search.storage import safe_url
 
-
 # what a trial's run folder holds that weighs: name -> file patterns
 HEAVY = {
     "checkpoints": ("fold_*/best.pt", "fold_*/last.pt"),
