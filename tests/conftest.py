@@ -98,6 +98,19 @@ def build_root(root: Path, coco: dict | None = None, test_images: int = 2) -> Pa
     return root
 
 
+LR_SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}}  # one setting: tiny searches
+
+
+def search_inputs(folder: Path, space: dict | None = None, **sample) -> tuple[Path, Path]:
+    """A sample dataset (write_sample_dataset's `sample` options) and a search space file in `folder`."""
+    from competition.data import write_sample_dataset
+
+    data = write_sample_dataset(folder / "sample", **sample)
+    path = folder / "space.json"
+    path.write_text(json.dumps(LR_SPACE if space is None else space))
+    return data, path
+
+
 def edited(tmp_path: Path, mutate) -> Path:
     """A valid root whose train_all.json is then edited (image files unchanged)."""
     root = build_root(tmp_path / "data")

@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from competition import search
-from competition.data import write_sample_dataset
+from tests.conftest import search_inputs
 
 TINY = ["--folds", "2", "--image-size", "32", "--batch-size", "4", "--pruner", "none", "--no-predict",
         "--set", "encoder=resnet18", "--set", "num_workers=0", "--set", "overlays=0"]  # fmt: skip
@@ -26,10 +26,7 @@ SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True}}
 
 @pytest.fixture
 def setup(tmp_path):
-    data = write_sample_dataset(tmp_path / "sample", n_train=10, n_test=4, size=40)
-    space = tmp_path / "space.json"
-    space.write_text(json.dumps(SPACE))
-    return data, space
+    return search_inputs(tmp_path, SPACE, n_train=10, n_test=4, size=40)
 
 
 def start(tmp_path: Path, name: str, args: list[str]) -> tuple[subprocess.Popen, Path]:

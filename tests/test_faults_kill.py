@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from competition.cli import main
 from competition.data import write_sample_dataset
 from competition.search import open_storage
+from tests.conftest import LR_SPACE
 
 TINY = ["--folds", "2", "--epochs", "2", "--image-size", "32", "--batch-size", "2", "--seed", "3",
         "--device", "cpu", "--set", "encoder=resnet18", "--set", "num_workers=0", "--set", "overlays=0"]  # fmt: skip
@@ -203,7 +204,7 @@ def test_ctrl_c_marks_the_trial_and_the_same_command_resumes_it(world, tmp_path,
     _, data = world
     runs = tmp_path / "runs"
     space = tmp_path / "space.json"
-    space.write_text(json.dumps({"lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}}))
+    space.write_text(json.dumps(LR_SPACE))
     args = ["search", "unet", "--data", str(data), "--runs-dir", str(runs), "--space", str(space), "--study", "c",
             "--trials", "1", "--pruner", "none", "--no-predict", *TINY, "--epochs", "1"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "competition", *args], cwd=tmp_path, stderr=subprocess.PIPE,

@@ -21,22 +21,19 @@ from optuna.trial import TrialState
 
 from competition.cli import main
 from competition.core.errors import UserError
-from competition.data import DataRoot, make_folds, write_sample_dataset
+from competition.data import DataRoot, make_folds
 from competition.search import open_storage
 from competition.search import storage as storage_module
-from tests.conftest import build_root
+from tests.conftest import build_root, search_inputs
 
 TINY = ["--folds", "2", "--epochs", "2", "--image-size", "32", "--batch-size", "2", "--device", "cpu",
         "--pruner", "none", "--no-predict", "--set", "encoder=resnet18", "--set", "num_workers=0",
         "--set", "overlays=0"]  # fmt: skip
-SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}}
 
 
 @pytest.fixture
 def search_args(tmp_path):
-    data = write_sample_dataset(tmp_path / "sample", n_train=8, n_test=2, size=32)
-    space = tmp_path / "space.json"
-    space.write_text(json.dumps(SPACE))
+    data, space = search_inputs(tmp_path, n_train=8, n_test=2, size=32)
     return ["search", "unet", "--data", str(data), "--runs-dir", str(tmp_path / "runs"), "--space", str(space), *TINY]
 
 

@@ -14,6 +14,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from competition.core.fileio import read_json
+from tests.conftest import search_inputs
 
 
 def events(folder: Path) -> EventAccumulator:
@@ -154,11 +155,8 @@ def test_search_trials_are_runs_of_the_study_experiment(tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     from competition.cli import main
-    from competition.data import write_sample_dataset
 
-    root = write_sample_dataset(tmp_path / "data", n_train=8, n_test=2, size=40)
-    space = tmp_path / "space.json"
-    space.write_text('{"lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": true}}')
+    root, space = search_inputs(tmp_path, n_train=8, n_test=2, size=40)
     runs = tmp_path / "runs"
     code = main(["search", "unet", "--data", str(root), "--runs-dir", str(runs), "--space", str(space), "--trials",
                  "2", "--study", "tracked", "--pruner", "none", "--folds", "2", "--epochs", "1", "--image-size", "32",
