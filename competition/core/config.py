@@ -4,7 +4,6 @@ The resolved dictionary is saved as `config.json` in every run folder, so a run 
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -15,7 +14,8 @@ import yaml
 
 from competition.core.errors import UsageError, UserError
 from competition.core.fileio import write_json
-from competition.core.lossspec import LOSS_NAMES, parse_loss
+from competition.core.lossspec import parse_loss
+from competition.core.names import NAMES, did_you_mean
 
 DEFAULTS: dict[str, Any] = {
     # data
@@ -92,8 +92,8 @@ QUICK_PROFILE: dict[str, Any] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "overlap": ("max", "small-on-top"),
     "split": ("kfold", "official"),
-    "optimizer": ("adam", "adamw", "sgd"),
-    "scheduler": ("cosine", "poly", "none"),
+    "optimizer": NAMES["optimizer"],
+    "scheduler": NAMES["scheduler"],
     "metric": ("image", "dataset"),
     "norm": ("none", "batch"),
     "fc6": ("1x1", "7x7"),
@@ -173,9 +173,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def check_key(key: str, source: str) -> None:
     """Unknown settings are usage errors (a typo must not silently do nothing); the closest key is named."""
     if key not in DEFAULTS:
-        close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UsageError(f"{source}: unknown setting {key!r}{hint}")
+        raise UsageError(f"{source}: unknown setting {key!r}{did_you_mean(key, DEFAULTS)}")
 
 
 def check_setting(key: str, value: Any, source: str = "setting") -> Any:
@@ -260,7 +258,7 @@ def _check_special(key: str, value: Any, bad: Any) -> Any:
         try:
             parse_loss(value)
         except UserError:
-            raise bad(f"terms like 'ce' or '0.5*dice' joined by '+' ({', '.join(LOSS_NAMES)})") from None
+            raise bad(f"terms like 'ce' or '0.5*dice' joined by '+' ({', '.join(NAMES['loss'])})") from None
         return value
     # class_weights
     if value is None or value == "auto":

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from competition.core.errors import UserError
+from competition.core.names import NAMES
 
-LOSS_NAMES = ("ce", "dice", "focal", "lovasz")
 _LOSS_TERM = re.compile(r"^\s*(?:(\d*\.?\d+(?:e-?\d+)?)\s*\*\s*)?([a-z]+)\s*$")
 
 
@@ -15,9 +15,8 @@ def parse_loss(spec: str) -> list[tuple[float, str]]:
     terms = []
     for part in str(spec).split("+"):
         m = _LOSS_TERM.match(part)
-        if not m or m.group(2) not in LOSS_NAMES:
-            raise UserError(
-                f"setting loss={spec!r}: expected terms like 'ce', '0.5*dice' joined by '+' ({', '.join(LOSS_NAMES)})"
-            )
+        if not m or m.group(2) not in NAMES["loss"]:
+            names = ", ".join(NAMES["loss"])
+            raise UserError(f"setting loss={spec!r}: expected terms like 'ce', '0.5*dice' joined by '+' ({names})")
         terms.append((float(m.group(1) or 1.0), m.group(2)))
     return terms

@@ -6,11 +6,14 @@ multiclass losses. All skip `ignore_index` pixels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
 
 from competition.core.lossspec import parse_loss
+from competition.core.names import NAMES, Table
 
 
 class MixedLoss(nn.Module):
@@ -20,7 +23,7 @@ class MixedLoss(nn.Module):
         super().__init__()
         self.terms = parse_loss(spec)
         self.ignore_index = ignore_index
-        self.losses = nn.ModuleList(_make(name, ignore_index, class_weights) for _, name in self.terms)
+        self.losses = nn.ModuleList(LOSSES[name](ignore_index, class_weights) for _, name in self.terms)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The weighted sum; zero (with a gradient) for a batch whose every pixel is ignored, where the mean
@@ -34,11 +37,23 @@ class MixedLoss(nn.Module):
         return total
 
 
-def _make(name: str, ignore_index: int, class_weights: torch.Tensor | None) -> nn.Module:
-    if name == "ce":
-        return nn.CrossEntropyLoss(weight=class_weights, ignore_index=ignore_index)
-    if name == "dice":
-        return smp_losses.DiceLoss("multiclass", ignore_index=ignore_index)
-    if name == "focal":
-        return smp_losses.FocalLoss("multiclass", ignore_index=ignore_index)
+def _ce(ignore_index: int, class_weights: torch.Tensor | None) -> nn.Module:
+    return nn.CrossEntropyLoss(weight=class_weights, ignore_index=ignore_index)
+
+
+def _dice(ignore_index: int, class_weights: torch.Tensor | None) -> nn.Module:
+    return smp_losses.DiceLoss("multiclass", ignore_index=ignore_index)
+
+
+def _focal(ignore_index: int, class_weights: torch.Tensor | None) -> nn.Module:
+    return smp_losses.FocalLoss("multiclass", ignore_index=ignore_index)
+
+
+def _lovasz(ignore_index: int, class_weights: torch.Tensor | None) -> nn.Module:
     return smp_losses.LovaszLoss("multiclass", ignore_index=ignore_index)
+
+
+# name -> builder(ignore_index, class_weights); a new loss is a builder here and its name in core/names.py
+LOSSES: Table[Callable[[int, torch.Tensor | None], nn.Module]] = Table(
+    "loss", NAMES["loss"], {"ce": _ce, "dice": _dice, "focal": _focal, "lovasz": _lovasz}
+)

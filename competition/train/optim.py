@@ -1,32 +1,62 @@
-"""Optimizers (adam, adamw, sgd) and per-iteration learning-rate schedules (cosine with warmup, poly)."""
+"""Optimisers (adam, adamw, sgd) and per-iteration learning-rate schedules (cosine with warmup, poly, none), each
+a table by name (core/names.py declares the names the settings accept)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from competition.core.names import NAMES, Table
+
+
+def _sgd(params, lr: float, wd: float, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=float(cfg["momentum"]), weight_decay=wd, nesterov=True)
+
+
+def _adam(params, lr: float, wd: float, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+
+
+def _adamw(params, lr: float, wd: float, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+
+OPTIMIZERS: Table[Callable[..., torch.optim.Optimizer]] = Table(
+    "optimizer", NAMES["optimizer"], {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
+)
+
+
+def _cosine(t: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _poly(t: float) -> float:
+    return (1 - t) ** 0.9
+
+
+def _constant(t: float) -> float:
+    return 1.0
+
+
+# name -> the multiplier of the base rate at progress t in [0, 1] after the warmup; "none" has no warmup either
+SCHEDULES: Table[Callable[[float], float]] = Table(
+    "scheduler", NAMES["scheduler"], {"cosine": _cosine, "poly": _poly, "none": _constant}
+)
+
 
 def build_optimizer(params, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])
-    if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=float(cfg["momentum"]), weight_decay=wd, nesterov=True)
-    if cfg["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    return OPTIMIZERS[cfg["optimizer"]](params, float(cfg["lr"]), float(cfg["weight_decay"]), cfg)
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
     """Multiplier of the base learning rate at optimisation step `step` of `total`."""
+    decay = SCHEDULES[kind]
     if warmup and step < warmup:
         return (step + 1) / warmup
-    if kind == "none":
-        return 1.0
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    if kind == "poly":
-        return (1 - t) ** 0.9
-    return 0.5 * (1 + math.cos(math.pi * t))
+    return decay(min(1.0, (step - warmup) / max(1, total - warmup)))
 
 
 def build_scheduler(

@@ -1,0 +1,63 @@
+"""Lookups by name that refuse to be wrong: a `Table` maps names to builders and an unknown name is one error
+line listing the valid names and the closest one (never a silent fallback).
+
+The names of the harness's pluggable kinds are declared here, at the bottom layer, so the settings check
+(core.config) and the command line (cli.parser) know them without importing torch or optuna. Each kind's builder
+table lives with its builders and is made with `Table(KIND, NAMES[KIND], {...})`, which fails at import when
+the builders and the declared names disagree: a new loss, optimiser, schedule, pruner or tracker is its builder
+plus its name here, and forgetting either is an import error, not a silent fallback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Generic, TypeVar
+
+from competition.core.errors import UsageError
+
+T = TypeVar("T")
+
+NAMES: dict[str, tuple[str, ...]] = {
+    "loss": ("ce", "dice", "focal", "lovasz"),  # train/losses.py LOSSES
+    "optimizer": ("adam", "adamw", "sgd"),  # train/optim.py OPTIMIZERS
+    "scheduler": ("cosine", "poly", "none"),  # train/optim.py SCHEDULES
+    "pruner": ("median", "hyperband", "none"),  # search/pruners.py PRUNERS
+    "tracker": ("tensorboard", "mlflow", "wandb", "none"),  # train/trackers (the tracker table)
+}
+
+
+def did_you_mean(word: str, options: Iterable[str], n: int = 1) -> str:
+    """`; did you mean 'x'?` for the closest option(s), or '' when none is close."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=n)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+class Table(Generic[T]):
+    """A read-only name -> builder mapping of one kind; `table[name]` raises UsageError on an unknown name."""
+
+    def __init__(self, kind: str, names: Iterable[str], builders: Mapping[str, T]):
+        names = tuple(names)
+        if set(names) != set(builders):
+            missing, extra = sorted(set(names) - set(builders)), sorted(set(builders) - set(names))
+            raise TypeError(f"{kind} table: declared names without a builder {missing}, builders not declared {extra}")
+        self.kind = kind
+        self.names = names
+        self._builders = dict(builders)
+
+    def __getitem__(self, name: str) -> T:
+        try:
+            return self._builders[name]
+        except (KeyError, TypeError):
+            raise UsageError(
+                f"{self.kind} {name!r}: expected one of {', '.join(self.names)}{did_you_mean(name, self.names)}"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._builders
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
