@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from competition.core.errors import UsageError, UserError
 from competition.core.fileio import write_json
 from competition.core.lossspec import parse_loss
 from competition.core.names import NAMES, did_you_mean
+from competition.core.tta import check_square, parse_tta
 
 DEFAULTS: dict[str, Any] = {
     # data
@@ -239,8 +239,11 @@ def _check_special(key: str, value: Any, bad: Any) -> Any:
             raise bad("a fold index >= 0 (or null for every fold)")
         return number
     if key == "val_tta":
-        if not isinstance(value, str) or not _TTA.fullmatch(value.replace(" ", "")):
-            raise bad("none, or TTA views as --tta takes them: hflip, vflip, d4 and scales, e.g. d4 or hflip,0.75,1")
+        try:
+            parse_tta(value, "val_tta")
+        except UserError as e:
+            reason = str(e).split(": ", 1)[-1]
+            raise bad(f"none, or TTA views as --tta takes them, e.g. d4 or hflip,0.75,1 ({reason})") from None
         return value
     if key == "image_size":
         hw = _image_hw(value)
@@ -268,9 +271,6 @@ def _check_special(key: str, value: Any, bad: Any) -> Any:
         if all(math.isfinite(w) and w >= 0 for w in weights):
             return weights
     raise bad("auto, null, or a list of non-negative numbers (one per class)")
-
-
-_TTA = re.compile(r"none|(?:(?:hflip|vflip|d4|\d*\.?\d+),?)+")
 
 
 def _image_hw(value: Any) -> tuple[int, int] | None:
@@ -362,6 +362,10 @@ def validate(cfg: dict[str, Any], source: str = "setting") -> dict[str, Any]:
         raise UsageError(f"{source}: ema={cfg['ema']} and swa={cfg['swa']}: choose one weight average")
     if cfg["swa"] > cfg["epochs"]:
         raise UsageError(f"{source}: swa={cfg['swa']}: averages more epochs than epochs={cfg['epochs']}")
+    try:
+        check_square(parse_tta(cfg["val_tta"], "val_tta"), image_hw(cfg), f"{source}: val_tta={cfg['val_tta']}")
+    except UserError as e:
+        raise UsageError(str(e)) from None
     return cfg
 
 

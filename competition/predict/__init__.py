@@ -3,16 +3,9 @@ their weighted averages and argmax, and `predict RUN` (every fold of a run on te
 a submission).
 """
 
+from competition.core.tta import View, parse_tta
 from competition.predict.blend import BLOCK, blended_masks, coefficients, mix
-from competition.predict.inference import (
-    View,
-    amp_dtype,
-    autocast,
-    describe_views,
-    parse_tta,
-    pick_device,
-    predict_probs,
-)
+from competition.predict.inference import amp_dtype, autocast, describe_views, pick_device, predict_probs
 from competition.predict.probs import LEVELS, ProbsWriter, StoredProbs, argmax, quantise, read_probs, write_probs
 from competition.predict.pseudo import pseudo_label
 from competition.predict.run import fold_checkpoints, load_fold_model, predict_run, run_classes

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from competition.core.errors import UserError
 from competition.core.geometry import SUBMISSION_SIZE
+from competition.core.tta import View
 
 
 def pick_device(name: str) -> torch.device:
@@ -45,46 +45,6 @@ def autocast(device: torch.device, amp: str | bool) -> contextlib.AbstractContex
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
-
-
-@dataclass(frozen=True)
-class View:
-    """One TTA view: resize by `scale`, rotate by `rot` x 90 degrees, then optionally flip (dims 3 =
-    horizontal, 2 = vertical). The prediction is mapped back by the inverse steps in reverse order."""
-
-    scale: float = 1.0
-    flip: int | None = None
-    rot: int = 0
-
-
-D4 = [(rot, flip) for rot in range(4) for flip in (None, 3)]  # the 8 symmetries of the square
-
-
-def parse_tta(spec: str | None) -> list[View]:
-    """`"hflip,vflip,0.75,1,1.25"` -> every scale with no flip and with each flip (3 x 3 = 9 views);
-    `"d4"` (or `"d4,0.75,1,1.25"`) -> the 8 rotations x flip at every scale (square inputs only)."""
-    if not spec or spec == "none":
-        return [View()]
-    flips: list[int | None] = [None]
-    scales: list[float] = []
-    d4 = False
-    for item in (s.strip() for s in spec.split(",") if s.strip()):
-        if item == "d4":
-            d4 = True
-        elif item in ("hflip", "vflip"):
-            flips.append(3 if item == "hflip" else 2)
-        else:
-            try:
-                scales.append(float(item))
-            except ValueError:
-                raise UserError(f"--tta {spec!r}: {item!r} is neither hflip, vflip nor a scale") from None
-            if not 0.1 <= scales[-1] <= 4:
-                raise UserError(f"--tta {spec!r}: scale {item} out of range 0.1..4")
-    if d4 and len(flips) > 1:
-        raise UserError(f"--tta {spec!r}: d4 already holds every flip; drop hflip/vflip")
-    if d4:
-        return [View(s, f, r) for s in (scales or [1.0]) for r, f in D4]
-    return [View(s, f) for s in (scales or [1.0]) for f in flips]
 
 
 @torch.no_grad()

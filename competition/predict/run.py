@@ -18,14 +18,16 @@ from torch.utils.data import DataLoader
 
 import models
 from competition.core.checkpoint import load_checkpoint, load_weights
+from competition.core.config import image_hw
 from competition.core.errors import UserError
 from competition.core.fileio import read_json
 from competition.core.log import Log
 from competition.core.progress import progress
 from competition.core.runs import now, read_run
+from competition.core.tta import View, check_square, parse_tta
 from competition.data import ClassTable, DataRoot, SegmentationDataset, eval_transform
 from competition.predict.blend import blended_masks
-from competition.predict.inference import View, describe_views, parse_tta, pick_device, predict_probs
+from competition.predict.inference import describe_views, pick_device, predict_probs
 from competition.predict.probs import ProbsWriter, read_probs, write_probs
 from competition.submit import (
     SUBMISSIONS,
@@ -118,6 +120,7 @@ def predict_run(
     root = DataRoot(Path(data or cfg["data"]))
     classes = run_classes(run_dir, cfg, root)
     views = parse_tta(tta)
+    check_square(views, image_hw(cfg))
     tta_names = describe_views(views)
     name = check_name(name or run_dir.name + ("-tta" if tta_names else ""))
     start = time.time()
