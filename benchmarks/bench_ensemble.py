@@ -23,8 +23,8 @@ import numpy as np
 
 from competition.core.fileio import write_json
 from competition.data import DataRoot
+from competition.ensemble.member_weights import fit_weights
 from competition.ensemble.members import load_member
-from competition.ensemble.weights import fit_weights
 from competition.predict import quantise, read_probs, run_classes
 
 

@@ -1,6 +1,6 @@
 """Test-set prediction throughput (images/s): fcn8s and unet, with and without flip TTA.
 
-Times `competition.inference.predict_probs` (the path `./run.sh predict` uses per fold) on random images:
+Times `competition.predict.predict_probs` (the path `./run.sh predict` uses per fold) on random images:
 model forward per TTA view, bilinear resize of logits to 256 x 256, softmax, view averaging. Random-init
 weights (speed does not depend on them). On CUDA: bf16 autocast and channels_last as the harness runs them.
 

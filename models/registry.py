@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from competition.core.errors import UserError
+from competition.core.names import did_you_mean
 from models.fcn import build_fcn
 from models.smp_zoo import build_smp
 
@@ -108,10 +108,8 @@ def get_spec(name: str) -> ModelSpec:
     """The registered model `name`; a UserError naming the closest match and the valid names otherwise."""
     if name in MODELS:
         return MODELS[name]
-    close = difflib.get_close_matches(name, list(MODELS), n=1)
-    hint = f"; did you mean '{close[0]}'? " if close else "; "
     valid = ", ".join(spec.name for spec in list_models())
-    raise UserError(f"unknown model '{name}'{hint}valid: {valid}")
+    raise UserError(f"unknown model '{name}'{did_you_mean(name, MODELS)}; valid: {valid}")
 
 
 def create_model(

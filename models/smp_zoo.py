@@ -3,7 +3,6 @@ from a local file."""
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from competition.core.errors import UserError
+from competition.core.names import did_you_mean
 from models.pretrained import LITE0, Warn, encoder_weights, fit_in_order, read_weights
 
 MIN_SIZE = {"pan": 128}  # PAN's feature pyramid attention pools its stride-16 map three times
@@ -61,8 +61,7 @@ def build_smp(num_classes: int, settings: dict, warn: Warn = print, *, arch: str
     such as imagenet, or a state dict file). Returns the model and `<source>: what was loaded`."""
     encoder = str(settings.get("encoder", "resnet34"))
     if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
-        close = difflib.get_close_matches(encoder, smp.encoders.get_encoder_names(), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(encoder, smp.encoders.get_encoder_names(), n=3)
         raise UserError(f"unknown encoder '{encoder}' for {arch}{hint}")
     model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes)
     weights = encoder_weights(settings.get("encoder_weights"), encoder, warn)

@@ -13,10 +13,10 @@ import torch
 from competition.core.fileio import write_json
 from competition.data import ImageInfo
 from competition.ensemble.greedy import greedy
+from competition.ensemble.member_weights import choose, halves
 from competition.ensemble.members import OofProbs
 from competition.ensemble.noise import gain, metric_value
 from competition.ensemble.pixels import read_pixels
-from competition.ensemble.weights import choose, halves
 from competition.predict import argmax, coefficients, mix, quantise, read_probs, write_probs
 from competition.predict.probs import quantise_tensor
 from competition.submit import per_image_confusion

@@ -21,9 +21,9 @@ import torch
 
 import models
 from competition.cli import main
-from competition.core.config import resolve, save_config
+from competition.core.config import resolve
 from competition.core.errors import UserError
-from competition.core.runs import run_name, update_run
+from competition.core.runs import run_name, update_run, write_config
 from competition.data import DataRoot, write_sample_dataset
 
 ARGS = ["--folds", "2", "--epochs", "1", "--image-size", "32", "--batch-size", "2", "--device", "cpu",
@@ -52,7 +52,7 @@ def hand_made_run(data: Path, run: Path) -> Path:
     classes = DataRoot(data).classes(cfg["classes"], cfg["ignore_index"])
     model, _ = models.create_model("unet", classes.num_classes, cfg, lambda m: None)
     (run / "fold_0").mkdir(parents=True)
-    save_config(cfg, run / "config.json")
+    write_config(run, cfg)
     update_run(run, id=run.name, model="unet", status="complete", classes=list(classes.names))
     torch.save({"model": model.state_dict(), "epoch": 1, "score": 0.1}, run / "fold_0" / "best.pt")
     return run

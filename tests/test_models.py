@@ -146,12 +146,12 @@ def test_smp_encoder_weights(tmp_path) -> None:
     assert torch.equal(model.model.encoder.conv1.weight, source.model.encoder.conv1.weight)
     with pytest.raises(UserError, match="enc.pth"):
         create_model("unet", 4, {"encoder": "resnet34", "encoder_weights": str(path)})
-    with pytest.raises(UserError, match="did you mean resnet34"):
+    with pytest.raises(UserError, match="did you mean 'resnet34'"):
         create_model("unet", 4, {"encoder": "resnet43"})
 
 
 def test_unknown_model_suggests_close_match() -> None:
-    with pytest.raises(UserError, match=r"unknown model 'fcn61s'; did you mean 'fcn16s'\? valid: fcn16s, "):
+    with pytest.raises(UserError, match=r"unknown model 'fcn61s'; did you mean 'fcn16s'\?; valid: fcn16s, "):
         get_spec("fcn61s")
 
 

@@ -24,8 +24,8 @@ from competition.core.fileio import read_json, write_json
 from competition.core.runs import update_run
 from competition.data import DataRoot, write_sample_dataset
 from competition.ensemble import ensemble_runs
+from competition.ensemble.member_weights import parse_weights
 from competition.ensemble.vote import majority
-from competition.ensemble.weights import parse_weights
 from competition.predict import parse_tta, predict_probs, predict_run, read_probs
 from competition.submit import check_submission, read_submission, write_submission
 from competition.train import format_table, leaderboard_rows, train_run

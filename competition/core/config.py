@@ -12,14 +12,13 @@ from typing import Any
 import yaml
 
 from competition.core.errors import UsageError, UserError
-from competition.core.fileio import write_json
 from competition.core.lossspec import parse_loss
 from competition.core.names import NAMES, did_you_mean
 from competition.core.tta import check_square, parse_tta
 
 DEFAULTS: dict[str, Any] = {
     # data
-    "data": None,  # dataset root; resolved by competition.data_root.resolve_data_root
+    "data": None,  # dataset root; resolved by competition.data.resolve_data_root
     "overlap": "max",  # max (run A) | small-on-top (run B)
     "classes": {},  # category name or id -> keep | ignore | merge:<name or id>
     "ignore_index": 255,
@@ -387,8 +386,3 @@ def short(value: Any) -> str:
 def describe(settings: dict[str, Any]) -> str:
     """`key=value, ...` for logs."""
     return ", ".join(f"{k}={short(v)}" for k, v in settings.items())
-
-
-def save_config(cfg: dict[str, Any], path: Path) -> None:
-    """Write the resolved settings as JSON (atomically)."""
-    write_json(path, cfg)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -81,6 +82,12 @@ def write_text(path: Path | str, text: str) -> Path:
     return Path(path)
 
 
+def file_sha256(path: Path | str) -> str:
+    """The SHA-256 of a file's content, read in blocks (a submission's key; a cache entry's checksum)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def read_json(path: Path | str) -> Any:
     """Read a JSON file the harness wrote (not user input: errors here are bugs or corruption)."""
     return json.loads(Path(path).read_text())
@@ -92,10 +99,10 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def building_folder(folder: Path) -> Iterator[Path]:
+def building_folder(folder: Path, published: str | None = "index.json") -> Iterator[Path]:
     """A fresh temporary folder beside `folder` to fill; renamed to `folder` when the block succeeds, removed
-    in any case. If another process published an identical `folder` (with its `index.json`) first, theirs is
-    kept."""
+    in any case. If another process published an identical `folder` (with its `published` file, for content-keyed
+    caches) first, theirs is kept; with `published=None` that is an error."""
     folder = Path(folder)
     tmp = temporary_name(folder)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -105,7 +112,7 @@ def building_folder(folder: Path) -> Iterator[Path]:
         try:
             os.rename(tmp, folder)
         except OSError:
-            if not (folder / "index.json").exists():
+            if published is None or not (folder / published).exists():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,7 @@
 """Run folders: `runs/<id>/` holds everything one training run made.
 
 ```
-runs/<id>/config.json        resolved settings (defaults < model < file < --set < flags)
+runs/<id>/config.json        resolved settings (defaults < model < file < --set < flags); read with read_config
           run.json           id, model, status (running | complete | pruned | failed), dates, trial, classes
           results.json       per-fold and mean +- std CV scores (written when the run is complete)
           metrics.csv        every epoch of every fold
@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from competition.core.config import validate
 from competition.core.errors import UserError
 from competition.core.fileio import read_json, write_json
 
@@ -47,6 +48,32 @@ def run_name(name: str, source: str) -> str:
 
 def fold_dir(run_dir: Path, fold: int) -> Path:
     return Path(run_dir) / f"fold_{fold}"
+
+
+def read_config(run_dir: Path, missing_ok: bool = False) -> dict[str, Any]:
+    """A run's saved settings (config.json), checked and upgraded: keys newer than the run take their defaults
+    and older spellings their current form (config.validate). The one way every stage reads a run's settings;
+    a damaged file is one UserError naming it, and so is a missing one unless `missing_ok` (then {})."""
+    path = Path(run_dir) / "config.json"
+    if missing_ok and not path.exists():
+        return {}
+    if not path.is_file():
+        raise UserError(f"{path}: missing; the run folder has no saved settings (train it again)")
+    try:
+        cfg = read_json(path)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path}: not a readable settings file ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: expected a mapping of settings, got {type(cfg).__name__}")
+    try:
+        return validate(cfg, str(path))
+    except UserError as e:
+        raise UserError(str(e)) from None  # a damaged run file is bad input (exit 1), not a usage error
+
+
+def write_config(run_dir: Path, cfg: dict[str, Any]) -> None:
+    """Save a run's resolved settings as its config.json (atomically)."""
+    write_json(Path(run_dir) / "config.json", cfg)
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from competition.data.folds import Folds, make_folds
 from competition.data.images import DecodeEachTime, ImageStore, image_store
 from competition.data.info import describe_dataset
 from competition.data.masks import MaskStore, cache_root, mask_store
-from competition.data.pseudo import PseudoLabels, pseudo_dir
+from competition.data.pseudo_set import PseudoLabels, pseudo_dir
 from competition.data.rare import CopyPaste, balanced_weights
 from competition.data.root import SPLITS, DataRoot, is_sample, resolve_data_root, sample_root
 from competition.data.sample import write_sample_dataset

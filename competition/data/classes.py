@@ -8,11 +8,11 @@ take the value of its target.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
 from competition.core.errors import UserError
+from competition.core.names import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,4 @@ def _find(lookup: dict[str, int], key: str, setting: str) -> int:
     key = str(key).strip()
     if key in lookup:
         return lookup[key]
-    close = difflib.get_close_matches(key, list(lookup), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise UserError(f"setting {setting}: unknown category {key!r}{hint}")
+    raise UserError(f"setting {setting}: unknown category {key!r}{did_you_mean(key, lookup)}")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from competition.core.fileio import building_folder, temporary_name
+from competition.core.fileio import building_folder, file_sha256, temporary_name
 from competition.data.classes import ClassTable
 from competition.data.coco import CocoFile
 
@@ -144,11 +144,6 @@ def mask_store(
         meta |= {"bytes": offset, "masks_sha256": file_sha256(tmp / "masks.u8")}
         (tmp / "index.json").write_text(json.dumps({**meta, "images": rows}))
     return MaskStore(folder)
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def cache_problem(folder: Path) -> str | None:

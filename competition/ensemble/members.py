@@ -14,7 +14,7 @@ import numpy as np
 from competition.core.errors import UserError
 from competition.core.fileio import read_json
 from competition.core.log import Log
-from competition.core.runs import find_run, read_run
+from competition.core.runs import find_run, read_config, read_run
 from competition.data import ClassTable, DataRoot, ImageInfo
 from competition.predict import StoredProbs, describe_views, parse_tta, predict_run, read_probs
 
@@ -67,7 +67,7 @@ def load_member(runs_dir: Path, ref: str) -> Member:
     info = read_run(run_dir)
     if info.get("kind") == "ensemble":
         raise UserError(f"{run_dir}: an ensemble, not a trained run; list its members instead: {info['members']}")
-    return Member(run_dir, read_json(run_dir / "config.json"))
+    return Member(run_dir, read_config(run_dir))
 
 
 def read_oof(member: Member) -> OofProbs:

@@ -11,35 +11,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-
-def class_iou(cm: np.ndarray) -> np.ndarray:
-    """IoU [..., C] of confusion matrices [..., C, C] (float64); NaN where a class is in neither."""
-    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(np.float64)
-    union = cm.sum(-1) + cm.sum(-2) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return tp / union
-
-
-def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
-    count = (~np.isnan(x)).sum(axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, np.nansum(x, axis) / count, np.nan)
+from competition.submit import iou_from_confusion, ranking_miou
 
 
 def metric_value(cm: np.ndarray, metric: str) -> float:
-    """The ranking mIoU of per-image confusion counts [n, C, C]."""
-    if metric == "image":
-        return float(_nanmean(_nanmean(class_iou(cm), -1), 0))
-    return float(_nanmean(class_iou(cm.sum(0)), -1))
+    """The ranking mIoU of per-image confusion counts [n, C, C] (submit.metric's definition)."""
+    return ranking_miou(torch.from_numpy(cm), metric)
 
 
 def leave_one_out(cm: np.ndarray, metric: str) -> np.ndarray:
     """The ranking mIoU without each image in turn [n], of images that each have a scored pixel."""
+    counts = torch.from_numpy(cm)
     if metric == "image":
-        per_image = _nanmean(class_iou(cm), -1)
-        return (per_image.sum() - per_image) / max(1, len(cm) - 1)
-    return _nanmean(class_iou(cm.sum(0) - cm), -1)
+        per_image = iou_from_confusion(counts).nanmean(-1)
+        return ((per_image.sum() - per_image) / max(1, len(cm) - 1)).numpy()
+    return iou_from_confusion(counts.sum(0) - counts).nanmean(-1).numpy()
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Soft voting (`ensemble_runs`): weights are chosen on the members' out-of-fold probabilities (`auto`: equal
 weights, the best member or greedy selection, whichever wins on held-out halves by more than the noise; see
-ensemble.weights), then the members' test probabilities are averaged with them. The result is
+ensemble.member_weights), then the members' test probabilities are averaged with them. The result is
 `submissions/<name>.csv` (+ `.json` sidecar) and a run folder `runs/<name>/` that ranks on the leaderboard.
 
 Hard voting (`vote_csvs`): the pixel-wise majority of existing CSVs, ties to the earliest CSV.
@@ -20,8 +20,8 @@ from competition.core.fileio import write_json
 from competition.core.log import Log
 from competition.core.runs import new_run_id, now, read_run
 from competition.data import DataRoot
+from competition.ensemble.member_weights import Fit, fit_weights
 from competition.ensemble.members import load_member, load_test_probs
-from competition.ensemble.weights import Fit, fit_weights
 from competition.predict import blended_masks, run_classes
 from competition.submit import (
     SUBMISSIONS,

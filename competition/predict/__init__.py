@@ -7,7 +7,7 @@ from competition.core.tta import View, parse_tta
 from competition.predict.blend import BLOCK, blended_masks, coefficients, mix
 from competition.predict.inference import amp_dtype, autocast, describe_views, pick_device, predict_probs
 from competition.predict.probs import LEVELS, ProbsWriter, StoredProbs, argmax, quantise, read_probs, write_probs
-from competition.predict.pseudo import pseudo_label
+from competition.predict.pseudo_label import pseudo_label
 from competition.predict.run import fold_checkpoints, load_fold_model, predict_run, run_classes
 
 __all__ = [

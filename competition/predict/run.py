@@ -23,7 +23,7 @@ from competition.core.errors import UserError
 from competition.core.fileio import read_json
 from competition.core.log import Log
 from competition.core.progress import progress
-from competition.core.runs import now, read_run
+from competition.core.runs import now, read_config, read_run
 from competition.core.tta import View, check_square, parse_tta
 from competition.data import ClassTable, DataRoot, SegmentationDataset, eval_transform
 from competition.predict.blend import blended_masks
@@ -112,7 +112,7 @@ def predict_run(
     """
     run_dir = Path(run_dir)
     settings = settings or {}
-    cfg = read_json(run_dir / "config.json") | settings
+    cfg = read_config(run_dir) | settings
     checkpoints = fold_checkpoints(run_dir)
     status = read_run(run_dir).get("status")
     if status != "complete":

@@ -4,23 +4,19 @@ prediction overlays, the CV-vs-LB scatter; and PNG files already in run folders.
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.patches import Patch
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from competition.core.geometry import SUBMISSION_SIZE  # noqa: E402
-from competition.data import read_image  # noqa: E402
-from competition.report.oof import OofAnalysis  # noqa: E402
-from competition.train import palette  # noqa: E402
+from competition.core.geometry import SUBMISSION_SIZE
+from competition.core.plotting import Figure, plt, png_bytes
+from competition.data import read_image
+from competition.report.oof import OofAnalysis
+from competition.train import palette
 
 
 def data_uri(png: bytes) -> str:
@@ -29,10 +25,7 @@ def data_uri(png: bytes) -> str:
 
 def figure_uri(fig: Figure, dpi: int = 80) -> str:
     """The figure as an inline PNG; the figure is closed."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return data_uri(buffer.getvalue())
+    return data_uri(png_bytes(fig, dpi))
 
 
 def file_uri(path: Path) -> str | None:
@@ -79,9 +72,7 @@ def worst_uri(analysis: OofAnalysis) -> str | None:
             ax.axis("off")
     present = sorted(set().union(*(np.unique(w.truth).tolist() + np.unique(w.pred).tolist() for w in analysis.worst)))
     handles = [
-        matplotlib.patches.Patch(color=colours[c], label=analysis.classes.names[c])
-        for c in present
-        if c < analysis.classes.num_classes
+        Patch(color=colours[c], label=analysis.classes.names[c]) for c in present if c < analysis.classes.num_classes
     ]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
     return figure_uri(fig)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from competition.core.fileio import read_json
 from competition.core.geometry import resize_nearest
+from competition.core.runs import read_config
 from competition.data import ClassTable, DataRoot, ImageInfo
 from competition.ensemble import Member, read_oof
 from competition.predict import argmax, run_classes
@@ -42,7 +42,7 @@ class OofAnalysis:
 
 def analyse_oof(run_dir: Path, worst: int = 6) -> OofAnalysis:
     """Stream a run's out-of-fold probabilities against the true masks (UserError when either is missing)."""
-    cfg = read_json(Path(run_dir) / "config.json")
+    cfg = read_config(run_dir)
     member = Member(Path(run_dir), cfg)
     oof = read_oof(member)
     root = DataRoot(Path(cfg["data"]), check_images=False)

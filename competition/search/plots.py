@@ -7,15 +7,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+import optuna
+from optuna.visualization import matplotlib as ovm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from optuna.visualization import matplotlib as ovm  # noqa: E402
-
-from competition.core.fileio import atomic_path
+from competition.core.plotting import Figure, plt, save_png
 
 PLOTS: dict[str, Callable] = {
     "optimization_history.png": ovm.plot_optimization_history,
@@ -49,8 +44,6 @@ def save_study_plots(study: optuna.Study, out_dir: Path, log: Callable[[str], No
     """Write each plot that the study has enough trials for; say which were skipped and why."""
     written = []
     for name, fig in study_figures(study, log).items():
-        with atomic_path(out_dir / name) as tmp:
-            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
+        save_png(fig, out_dir / name)
         written.append(out_dir / name)
     return written

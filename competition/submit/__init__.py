@@ -4,16 +4,17 @@
 
 from competition.submit.check import check_submission, iter_submission, read_submission
 from competition.submit.encoding import HEADER, encode_mask, parse_prediction, write_submission
-from competition.submit.lb import LB_FILE, find_origin, read_lb, record_lb, scored_runs
+from competition.submit.lb_scores import LB_FILE, find_origin, read_lb, record_lb, scored_runs
 from competition.submit.metric import (
     MeanIoU,
     Scores,
     confusion_matrix,
     iou_from_confusion,
     per_image_confusion,
+    ranking_miou,
     ranking_value,
 )
-from competition.submit.save import SUBMISSIONS, check_name, file_sha256, save_submission, submission_values
+from competition.submit.save import SUBMISSIONS, check_name, save_submission, submission_values
 from competition.submit.score import score_submission
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "confusion_matrix",
     "iou_from_confusion",
     "per_image_confusion",
+    "ranking_miou",
     "ranking_value",
     "LB_FILE",
     "find_origin",
@@ -36,7 +38,6 @@ __all__ = [
     "record_lb",
     "scored_runs",
     "SUBMISSIONS",
-    "file_sha256",
     "check_name",
     "save_submission",
     "submission_values",

@@ -126,5 +126,13 @@ def foreground_ratio(cm: Tensor) -> float:
     return int(cm[:, 1:].sum()) / true_fg if true_fg else math.nan
 
 
+def ranking_miou(cms: Tensor, metric: str) -> float:
+    """The ranking mIoU of per-image confusion counts [n, C, C], as MeanIoU accumulates it: `image` = the mean
+    over images with a scored pixel of each image's mIoU, `dataset` = the mIoU of their sum."""
+    if metric == "image":
+        return float(iou_from_confusion(cms).nanmean(-1).nanmean())
+    return float(iou_from_confusion(cms.sum(0)).nanmean())
+
+
 def ranking_value(scores: Scores, metric: str) -> float:
     return scores.miou_image if metric == "image" else scores.miou_dataset

@@ -3,7 +3,6 @@ sidecar saying what made it; names that are safe as file and folder names; the c
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from competition.core.errors import UserError
-from competition.core.fileio import temporary_name, write_json
+from competition.core.fileio import file_sha256, temporary_name, write_json
 from competition.data import ClassTable
 from competition.submit.check import check_submission
 from competition.submit.encoding import write_submission
@@ -60,12 +59,3 @@ def save_submission(
         tmp.unlink(missing_ok=True)
     write_json(path.with_suffix(".json"), {**sidecar, "sha256": digest})
     return path
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's content: a submission's key, whatever its file is called."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,8 +1,10 @@
-"""The leaderboard: every finished run in the runs folder ranked by CV mIoU (mean +- std over folds).
+"""The CV leaderboard (`leaderboard`): every finished run in the runs folder ranked by CV mIoU (mean +- std
+over folds). Not to be confused with the competition's leaderboard, whose scores `lb` records (LB,
+submit.lb_scores).
 
 Plain runs, search trials and ensembles are all run folders (run.json + results.json), so they rank together;
-a row's `kind` says which it is. Rows whose submissions were scored (`lb`) carry their leaderboard scores, and
-every row the CV-LB summary (competition.train.cvlb).
+a row's `kind` says which it is. Rows whose submissions were scored (`lb`) carry their LB scores, and every row
+the CV-LB summary (competition.train.cvlb).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from competition.core.config import short
-from competition.core.fileio import atomic_path, read_json
-from competition.core.runs import list_runs, read_run
+from competition.core.fileio import atomic_path
+from competition.core.runs import list_runs, read_config, read_run
 from competition.submit import SUBMISSIONS
 from competition.train.cvlb import add_lb_scores, format_cv_lb
 from models import get_spec
@@ -30,8 +32,7 @@ def leaderboard_rows(runs_dir: Path, submissions: Path = SUBMISSIONS) -> list[di
         info = read_run(run_dir)
         if info.get("status") != "complete" or "miou" not in info:
             continue
-        config = run_dir / "config.json"
-        cfg = read_json(config) if config.exists() else {}
+        cfg = read_config(run_dir, missing_ok=True)  # an ensemble's folder has none
         trial = info.get("trial")
         rows.append(
             {

@@ -22,13 +22,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from competition.core.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from competition.core.config import save_config
 from competition.core.errors import UserError
 from competition.core.fileio import read_json, write_csv, write_json
 from competition.core.locks import run_folder_lock
 from competition.core.log import Log
 from competition.core.progress import Steps, progress
-from competition.core.runs import fold_dir, now, update_run
+from competition.core.runs import fold_dir, now, update_run, write_config
 from competition.data import (
     SegmentationDataset,
 )
@@ -105,7 +104,7 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 
 
 def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochHook | None) -> dict[str, Any]:
-    save_config(cfg, run_dir / "config.json")
+    write_config(run_dir, cfg)
     setup = prepare(cfg, run_dir.parent, log)
     previous = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
     info = update_run(
@@ -232,8 +231,8 @@ def build_fold(setup: Setup, fold: int, out: Path) -> Fold:
     seed_everything(int(cfg["seed"]) + fold)
     train_loader, val_loader, val_set = loaders(setup, fold)
     model, init = build_model(setup)
-    weights = class_weights(setup, setup.folds.train_ids(fold))
-    loss_fn = MixedLoss(cfg["loss"], setup.classes.ignore_index, weights).to(device)
+    loss_weights = class_weights(setup, setup.folds.train_ids(fold))
+    loss_fn = MixedLoss(cfg["loss"], setup.classes.ignore_index, loss_weights).to(device)
     optimizer = build_optimizer(model.parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg, math.ceil(len(train_loader) / int(cfg["accum"])))
     average = WeightAverage(model, cfg)
@@ -263,7 +262,7 @@ def record_epoch(
     if improved:
         state.update(best=value, best_epoch=epoch, stale=0)
         kept = f.average.evaluated(f.model).state_dict()
-        save_atomic({"model": kept, "epoch": epoch, "score": value}, f.out / "best.pt")
+        save_checkpoint({"model": kept, "epoch": epoch, "score": value}, f.out / "best.pt")
     else:
         state["stale"] += 1
     state["epoch"] = epoch
@@ -282,7 +281,7 @@ def record_epoch(
     )
     resume = {"optimizer": f.optimizer.state_dict(), "scheduler": f.scheduler.state_dict(), "state": state}
     resume |= {"average": f.average.state_dict(), "scaler": f.scaler.state_dict() if f.scaler else None}
-    save_atomic({"model": f.model.state_dict(), **resume}, f.out / "last.pt")
+    save_checkpoint({"model": f.model.state_dict(), **resume}, f.out / "last.pt")
     write_csv(pd.DataFrame(state["history"]), f.out / "metrics.csv")
     eta = ""
     if setup.steps is not None:
@@ -327,7 +326,7 @@ def keep_swa(f: Fold, setup: Setup) -> None:
         return
     scores, _ = evaluate(swa, f.val_loader, setup)
     value = ranking_value(scores, setup.cfg["metric"])
-    save_atomic({"model": swa.state_dict(), "epoch": f.state["epoch"], "score": value}, f.out / "best.pt")
+    save_checkpoint({"model": swa.state_dict(), "epoch": f.state["epoch"], "score": value}, f.out / "best.pt")
     setup.log(
         f"fold {f.index}: SWA of the last {f.average.swa} epochs: mIoU {value:.4f} (best single epoch "
         f"{f.state['best']:.4f}); the SWA model is kept"
@@ -378,8 +377,3 @@ def optimizer_step(f: Fold, cfg: dict[str, Any]) -> None:
     f.optimizer.zero_grad(set_to_none=True)
     f.scheduler.step()
     f.average.after_step(f.model)
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save under a temporary name, then renamed: a kill never leaves half a checkpoint."""
-    save_checkpoint(obj, path)

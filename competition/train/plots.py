@@ -5,22 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from competition.core.fileio import atomic_path
+from competition.core.plotting import plt, save_png
 from competition.data import MEAN, STD
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
 
 
 def learning_curves(history: pd.DataFrame, path: Path) -> None:
@@ -37,7 +27,7 @@ def learning_curves(history: pd.DataFrame, path: Path) -> None:
     for ax in (ax_loss, ax_iou):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def per_class_bars(names: list[str], ious: list[float], path: Path, title: str = "per-class IoU (CV mean)") -> None:
@@ -50,7 +40,7 @@ def per_class_bars(names: list[str], ious: list[float], path: Path, title: str =
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.set(xlim=(0, 1.1), xlabel="IoU", title=title)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def palette(n: int) -> np.ndarray:
@@ -86,4 +76,4 @@ def save_overlays(
             ax.imshow(picture)
             ax.set_title(title, fontsize=9)
             ax.axis("off")
-        _save(fig, Path(out_dir) / f"overlay_{start + i}.png")
+        save_png(fig, Path(out_dir) / f"overlay_{start + i}.png")

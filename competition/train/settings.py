@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import models
-from competition.core.config import QUICK_PROFILE, describe, differences, read_config_file, resolve, validate
+from competition.core.config import QUICK_PROFILE, describe, differences, resolve, validate
 from competition.core.errors import UsageError
 from competition.core.log import Log
+from competition.core.runs import read_config
 from competition.data import DataRoot, is_sample, resolve_data_root
 from competition.train.mlflow_run import check_tracker
 
@@ -42,7 +43,7 @@ def resume_settings(
     run_dir: Path, model: str, data: str | None, given: dict[str, Any], force: bool, log: Log
 ) -> dict[str, Any]:
     """A run's saved settings; `given` settings that would change its results are refused unless `force`."""
-    cfg = read_config_file(run_dir / "config.json")
+    cfg = read_config(run_dir)
     if cfg["model"] != model:
         raise UsageError(f"{run_dir}: run of model {cfg['model']}, not {model}")
     given = dict(given)

@@ -1,19 +1,17 @@
-"""`pseudo-label RUN`: a run's stored test probabilities turned into a pseudo-labelled set (data.pseudo)."""
+"""`pseudo-label RUN`: a run's stored test probabilities turned into a pseudo-labelled set (data.pseudo_set)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from competition.core.errors import UsageError, UserError
-from competition.core.fileio import read_json, temporary_name
+from competition.core.fileio import building_folder
 from competition.core.log import Log
-from competition.core.runs import now
+from competition.core.runs import now, read_config
 from competition.data import DataRoot, pseudo_dir
 from competition.predict.probs import StoredProbs, read_probs
 from competition.submit import check_name
@@ -30,7 +28,7 @@ def pseudo_label(run_dir: Path, runs_dir: Path, threshold: float, name: str | No
         raise UserError(f"{run_dir}: no test probabilities; run ./run.sh predict {run_dir.name} first")
     probs = read_probs(probs_path)
     manifest = probs.manifest
-    cfg = read_json(run_dir / "config.json")
+    cfg = read_config(run_dir)
     root = DataRoot(Path(manifest.get("data") or cfg["data"]), check_images=False)
     test = root.coco("test")
     if manifest["images"] != [im.file_name for im in test.images]:
@@ -39,10 +37,7 @@ def pseudo_label(run_dir: Path, runs_dir: Path, threshold: float, name: str | No
     out = pseudo_dir(runs_dir, name)
     if out.exists():
         raise UserError(f"{out}: a pseudo-labelled set of that name exists; choose another --name")
-    tmp = temporary_name(out)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with building_folder(out, published=None) as tmp:
         kept = write_labels(probs, tmp / "labels.npy", threshold, int(cfg["ignore_index"]))
         meta = {
             "run": run_dir.name,
@@ -55,9 +50,6 @@ def pseudo_label(run_dir: Path, runs_dir: Path, threshold: float, name: str | No
             "date": now(),
         }
         (tmp / "pseudo.json").write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log(f"pseudo-labels of {len(test.images)} test images from {run_dir.name}: {kept:.1%} of pixels kept "
         f"(top probability >= {threshold:g}) -> {out}")  # fmt: skip
     log(f"add them to every training fold: --set pseudo={name}")

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from competition.core.errors import UsageError, UserError
-from competition.core.fileio import read_json, write_json
+from competition.core.fileio import file_sha256, read_json, write_json
 from competition.core.locks import exclusive_lock
 from competition.core.runs import list_runs, now, read_run
-from competition.submit.save import SUBMISSIONS, file_sha256
+from competition.submit.save import SUBMISSIONS
 
 LB_FILE = "lb_scores.json"
 
