@@ -16,7 +16,7 @@ from competition.core.config import DEFAULTS, resolve
 from competition.core.errors import UserError
 from competition.core.geometry import resize_nearest
 from competition.core.lossspec import parse_loss
-from competition.data import DataRoot, write_sample_dataset
+from competition.data import DataRoot, make_folds, write_sample_dataset
 from competition.predict import read_probs
 from competition.submit import MeanIoU
 from competition.train import MixedLoss, train_run
@@ -142,6 +142,25 @@ def test_two_fold_run_end_to_end(sample_root, tmp_path, capsys):
         np.testing.assert_allclose(stored.probabilities(slice(0, 2)).sum(1), 1.0, atol=12 * 0.5 / 255)
 
 
+@pytest.mark.parametrize("metric", ["image", "dataset"])
+def test_each_fold_keeps_its_images_scores_keyed_by_their_place_in_train_all(sample_root, tmp_path, metric):
+    cfg = tiny_cfg(sample_root, epochs=1) | {"metric": metric, "save_oof": False}
+    results = train_run(cfg, tmp_path / "runs" / "r", log=lambda m: None)
+    order = [im.id for im in DataRoot(sample_root).coco("train_all").images]
+    folds = make_folds(DataRoot(sample_root), "kfold", cfg["folds"], cfg["seed"])
+    steps = []
+    for fold in results["folds"]:
+        scores = fold["image_scores"]
+        assert sorted(scores["steps"]) == sorted(order.index(i) for i in folds.val_ids[fold["fold"]])
+        mean = float(np.mean(scores["values"]))
+        if metric == "image":  # the mean of the images' mIoUs is the fold's per-image mIoU exactly
+            assert mean == pytest.approx(fold["miou_image"], abs=1e-9)
+        else:  # jackknife pseudo-values: their mean estimates the dataset mIoU
+            assert mean == pytest.approx(fold["miou_dataset"], abs=0.05)
+        steps += scores["steps"]
+    assert len(steps) == len(set(steps)) == len(order)  # one step per image of train_all
+
+
 def test_resume_skips_finished_folds_and_continues_a_fold(sample_root, tmp_path):
     cfg = tiny_cfg(sample_root, epochs=3)
     run = tmp_path / "runs" / "r1"
@@ -161,7 +180,16 @@ def test_resume_skips_finished_folds_and_continues_a_fold(sample_root, tmp_path)
 
     lines: list[str] = []
     seen: list[tuple[int, int]] = []
-    results = train_run(cfg, run, log=lines.append, on_epoch=lambda f, e, r: seen.append((f, e)))
+    folds: list[tuple[int, dict]] = []
+    results = train_run(
+        cfg,
+        run,
+        log=lines.append,
+        on_epoch=lambda f, e, r: seen.append((f, e)),
+        on_fold=lambda f, r: folds.append((f, r)),
+    )
+    assert [f for f, _ in folds] == [0, 1]  # the fold finished earlier is heard too (a retried trial reports it)
+    assert folds[0][1] == json.loads(finished)
     assert any("fold 0: finished earlier" in line for line in lines)
     assert any("fold 1: resuming after epoch 1" in line for line in lines)
     assert seen == [(1, 1), (1, 2)]  # only the remaining epochs ran

@@ -13,21 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from competition.submit import iou_from_confusion, ranking_miou
+from competition.submit import leave_one_out, ranking_miou
 
 
 def metric_value(cm: np.ndarray, metric: str) -> float:
     """The ranking mIoU of per-image confusion counts [n, C, C] (submit.metric's definition)."""
     return ranking_miou(torch.from_numpy(cm), metric)
-
-
-def leave_one_out(cm: np.ndarray, metric: str) -> np.ndarray:
-    """The ranking mIoU without each image in turn [n], of images that each have a scored pixel."""
-    counts = torch.from_numpy(cm)
-    if metric == "image":
-        per_image = iou_from_confusion(counts).nanmean(-1)
-        return ((per_image.sum() - per_image) / max(1, len(cm) - 1)).numpy()
-    return iou_from_confusion(counts.sum(0) - counts).nanmean(-1).numpy()
 
 
 @dataclass(frozen=True)
@@ -53,6 +44,7 @@ def gain(cm_a: np.ndarray, cm_b: np.ndarray, metric: str) -> Gain:
     scored pixel)."""
     scored = cm_a.sum((1, 2)) > 0
     cm_a, cm_b, n = cm_a[scored], cm_b[scored], int(scored.sum())
-    diff = leave_one_out(cm_a, metric) - leave_one_out(cm_b, metric)
+    a, b = torch.from_numpy(cm_a), torch.from_numpy(cm_b)
+    diff = (leave_one_out(a, metric) - leave_one_out(b, metric)).numpy()
     se = float(np.sqrt((n - 1) / n * ((diff - diff.mean()) ** 2).sum())) if n > 1 else float("nan")
     return Gain(metric_value(cm_a, metric) - metric_value(cm_b, metric), se)

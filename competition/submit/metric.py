@@ -84,12 +84,16 @@ class Scores:
 
 
 class MeanIoU:
-    """Accumulates the dataset confusion matrix and the per-image mIoUs over batches of label maps."""
+    """Accumulates the dataset confusion matrix and the per-image mIoUs over batches of label maps (and, with
+    `keep_images`, every image's confusion matrix, on the CPU, for per-image scores)."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu"):
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu", keep_images: bool = False
+    ):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.device = torch.device(device)
+        self.kept: list[Tensor] | None = [] if keep_images else None
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self.device)
         self._image_miou_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self._image_count = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -101,9 +105,17 @@ class MeanIoU:
     def add(self, cms: Tensor) -> None:
         """Add per-image confusion matrices [B, C, C] (rows = truth, columns = prediction)."""
         image_miou = iou_from_confusion(cms).nanmean(dim=-1)  # NaN for images with only ignored pixels
+        if self.kept is not None:
+            self.kept.append(cms.cpu())
         self.confusion += cms.sum(0).to(self.device)
         self._image_miou_sum += image_miou.nansum().to(self.device)
         self._image_count += (~image_miou.isnan()).sum().to(self.device)
+
+    def image_confusions(self) -> Tensor:
+        """Every added image's confusion matrix [n, C, C], in the order added (needs keep_images)."""
+        assert self.kept is not None, "MeanIoU(keep_images=True) keeps them"
+        empty = torch.zeros(0, self.num_classes, self.num_classes, dtype=torch.int64)
+        return torch.cat(self.kept) if self.kept else empty
 
     def compute(self) -> Scores:
         """The scores of everything added so far."""
@@ -132,6 +144,30 @@ def ranking_miou(cms: Tensor, metric: str) -> float:
     if metric == "image":
         return float(iou_from_confusion(cms).nanmean(-1).nanmean())
     return float(iou_from_confusion(cms.sum(0)).nanmean())
+
+
+def leave_one_out(cms: Tensor, metric: str) -> Tensor:
+    """The ranking mIoU without each image in turn [n] (float64), of images that each have a scored pixel."""
+    if metric == "image":
+        per_image = iou_from_confusion(cms).nanmean(-1)
+        return (per_image.sum() - per_image) / max(1, len(cms) - 1)
+    return iou_from_confusion(cms.sum(0) - cms).nanmean(-1)
+
+
+def image_values(cms: Tensor, metric: str) -> Tensor:
+    """Each image's share of the ranking mIoU [n] (float64; NaN for an image without a scored pixel), values
+    whose mean is the metric: `image` = the image's mIoU; `dataset` = its jackknife pseudo-value
+    n * mIoU - (n - 1) * mIoU without it (their mean is the jackknife estimate of the set's dataset mIoU). Paired
+    image by image, they compare two models on the same images (search's Wilcoxon pruner)."""
+    scored = cms.sum((1, 2)) > 0
+    values = torch.full((len(cms),), math.nan, dtype=torch.float64)
+    if metric == "image":
+        values[scored] = iou_from_confusion(cms[scored]).nanmean(-1)
+        return values
+    kept, n = cms[scored], int(scored.sum())
+    if n:
+        values[scored] = n * ranking_miou(kept, "dataset") - (n - 1) * leave_one_out(kept, "dataset")
+    return values
 
 
 def ranking_value(scores: Scores, metric: str) -> float:

@@ -2,8 +2,9 @@
 the leaderboard of run folders.
 """
 
+from competition.train.hooks import EpochHook, FoldHook
 from competition.train.leaderboard import describe_settings, format_table, leaderboard_rows, write_leaderboard_csv
-from competition.train.loop import EpochHook, NonFiniteLoss, OutOfMemory, train_run
+from competition.train.loop import NonFiniteLoss, OutOfMemory, train_run
 from competition.train.losses import MixedLoss
 from competition.train.plots import palette
 from competition.train.settings import new_run_settings, resume_settings
@@ -14,6 +15,7 @@ __all__ = [
     "leaderboard_rows",
     "write_leaderboard_csv",
     "EpochHook",
+    "FoldHook",
     "NonFiniteLoss",
     "OutOfMemory",
     "train_run",

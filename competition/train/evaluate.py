@@ -17,13 +17,19 @@ from competition.train.setup import Setup
 
 @torch.no_grad()
 def evaluate(
-    model, loader, setup: Setup, oof_dir: Path | None = None, val_set: SegmentationDataset | None = None
+    model,
+    loader,
+    setup: Setup,
+    oof_dir: Path | None = None,
+    val_set: SegmentationDataset | None = None,
+    metric: MeanIoU | None = None,
 ) -> tuple[Scores, float]:
     """Scores at 256 x 256 over the whole validation fold (one confusion matrix, per-image mIoU) and the
-    validation cross-entropy; with `oof_dir`, also the fold's out-of-fold probabilities and overlays."""
+    validation cross-entropy; with `oof_dir`, also the fold's out-of-fold probabilities and overlays. `metric`:
+    the accumulator to fill (e.g. one that keeps every image's confusion matrix), else a fresh one."""
     cfg, device, classes = setup.cfg, setup.device, setup.classes
     model.eval()
-    metric = MeanIoU(classes.num_classes, classes.ignore_index, device=device)
+    metric = metric or MeanIoU(classes.num_classes, classes.ignore_index, device=device)
     nll, pixels = 0.0, 0
     views = parse_tta(cfg["val_tta"])  # validation sees the views the test set will (out-of-fold too)
     writer = None

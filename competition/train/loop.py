@@ -28,23 +28,18 @@ from competition.core.locks import run_folder_lock
 from competition.core.log import Log
 from competition.core.progress import Steps, progress
 from competition.core.runs import fold_dir, now, update_run, write_config
-from competition.data import (
-    SegmentationDataset,
-)
+from competition.data import SegmentationDataset
 from competition.predict import amp_dtype, autocast
-from competition.submit import Scores, ranking_value
+from competition.submit import MeanIoU, Scores, image_values, ranking_value
 from competition.train.averaging import WeightAverage
 from competition.train.evaluate import evaluate
+from competition.train.hooks import EpochHook, FoldHook, Hooks
 from competition.train.losses import MixedLoss
 from competition.train.mlflow_run import TrackerError, open_mlflow
 from competition.train.optim import build_optimizer, build_scheduler
 from competition.train.setup import DeviceBatches, Setup, build_model, class_weights, fold_indices, loaders, prepare
 from competition.train.summary import summarize_run
 from competition.train.tracking import FoldTracker
-
-# on_epoch(fold, epoch, running CV mean) is called after every epoch; it may raise to stop (pruning).
-# The running CV mean averages the finished folds' scores and the current fold's best so far.
-EpochHook = Callable[[int, int, float], None]
 
 
 class NonFiniteLoss(UserError):
@@ -56,7 +51,11 @@ class OutOfMemory(UserError):
 
 
 def train_run(
-    cfg: dict[str, Any], run_dir: Path, log: Log = print, on_epoch: EpochHook | None = None
+    cfg: dict[str, Any],
+    run_dir: Path,
+    log: Log = print,
+    on_epoch: EpochHook | None = None,
+    on_fold: FoldHook | None = None,
 ) -> dict[str, Any]:
     """Train all (remaining) folds of a run; returns the results dictionary (also written to results.json).
 
@@ -65,16 +64,16 @@ def train_run(
     with run_folder_lock(run_dir):
         remove_stale_temporaries(Path(run_dir))
         try:
-            return _train_or_halve(cfg, Path(run_dir), log, on_epoch)
+            return _train_or_halve(cfg, Path(run_dir), log, Hooks(on_epoch, on_fold))
         except (NonFiniteLoss, OutOfMemory, TrackerError) as e:
             update_run(run_dir, status="failed", reason=str(e))
             raise
 
 
-def _train_or_halve(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochHook | None) -> dict[str, Any]:
+def _train_or_halve(cfg: dict[str, Any], run_dir: Path, log: Log, hooks: Hooks) -> dict[str, Any]:
     """Train; on CUDA out of memory with `oom=halve`, once more with half the batch size (OutOfMemory else)."""
     try:
-        return _train_locked(cfg, Path(run_dir), log, on_epoch)
+        return _train_locked(cfg, Path(run_dir), log, hooks)
     except torch.cuda.OutOfMemoryError as e:
         if cfg.get("oom") != "halve" or int(cfg["batch_size"]) < 2:
             raise OutOfMemory(oom_message(cfg, e)) from None
@@ -87,7 +86,7 @@ def _train_or_halve(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: Epoc
             last.unlink()
         update_run(run_dir, oom_retry={"batch_size": [int(cfg["batch_size"]), smaller["batch_size"]]})
         try:
-            return _train_locked(smaller, Path(run_dir), log, on_epoch)
+            return _train_locked(smaller, Path(run_dir), log, hooks)
         except torch.cuda.OutOfMemoryError as again:
             raise OutOfMemory(oom_message(smaller, again)) from None
 
@@ -103,7 +102,7 @@ def remove_stale_temporaries(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochHook | None) -> dict[str, Any]:
+def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, hooks: Hooks) -> dict[str, Any]:
     write_config(run_dir, cfg)
     setup = prepare(cfg, run_dir.parent, log)
     previous = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
@@ -121,17 +120,9 @@ def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochH
     pending = [f for f in indices if not (fold_dir(run_dir, f) / "result.json").exists()]
     setup.steps = Steps(len(pending) * int(cfg["epochs"]), f"run {run_dir.name}", "epoch")
     setup.mlflow = open_mlflow(cfg, run_dir, info, log)
-    stopped: list[BaseException] = []  # what on_epoch raised to stop the run (pruning)
-
-    def hook(fold: int, epoch: int, mean: float) -> None:
-        try:
-            on_epoch(fold, epoch, mean)
-        except BaseException as e:
-            stopped.append(e)
-            raise
-
+    stopped: list[BaseException] = []  # what a hook raised to stop the run (pruning)
     try:
-        done = _train_folds(setup, run_dir, indices, hook if on_epoch else None)
+        done = _train_folds(setup, run_dir, indices, hooks.recording(stopped))
     except BaseException as e:
         if setup.mlflow is not None:  # pruned or interrupted: KILLED; an error: FAILED
             setup.mlflow.end("KILLED" if stopped or not isinstance(e, Exception) else "FAILED")
@@ -143,9 +134,7 @@ def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, on_epoch: EpochH
     return results
 
 
-def _train_folds(
-    setup: Setup, run_dir: Path, indices: list[int], on_epoch: EpochHook | None
-) -> dict[int, dict[str, Any]]:
+def _train_folds(setup: Setup, run_dir: Path, indices: list[int], hooks: Hooks) -> dict[int, dict[str, Any]]:
     """Every fold's result: read when finished earlier, else trained (or resumed) now."""
     log = setup.log
     done: dict[int, dict[str, Any]] = {}
@@ -154,13 +143,15 @@ def _train_folds(
         if result_path.exists():
             done[fold] = read_json(result_path)
             log(f"fold {fold}: finished earlier (mIoU {done[fold]['miou']:.4f}), skipped")
-            continue
+        else:
 
-        def running_mean(epoch: int, best: float, fold: int = fold) -> None:
-            if on_epoch:
-                on_epoch(fold, epoch, float(np.mean([r["miou"] for r in done.values()] + [best])))
+            def running_mean(epoch: int, best: float, fold: int = fold) -> None:
+                if hooks.on_epoch:
+                    hooks.on_epoch(fold, epoch, float(np.mean([r["miou"] for r in done.values()] + [best])))
 
-        done[fold] = train_fold(setup, fold, fold_dir(run_dir, fold), running_mean)
+            done[fold] = train_fold(setup, fold, fold_dir(run_dir, fold), running_mean)
+        if hooks.on_fold:
+            hooks.on_fold(fold, done[fold])
     return done
 
 
@@ -301,7 +292,8 @@ def finish_fold(f: Fold, setup: Setup) -> dict[str, Any]:
     best = load_checkpoint(f.out / "best.pt", setup.device)
     load_weights(f.model, best, f.out / "best.pt")
     oof_dir = f.out if cfg["save_oof"] else None
-    scores, _ = evaluate(f.model, f.val_loader, setup, oof_dir=oof_dir, val_set=f.val_set)
+    metric = MeanIoU(setup.classes.num_classes, setup.classes.ignore_index, setup.device, keep_images=True)
+    scores, _ = evaluate(f.model, f.val_loader, setup, oof_dir=oof_dir, val_set=f.val_set, metric=metric)
     result = {
         "fold": f.index,
         "miou": ranking_value(scores, cfg["metric"]),
@@ -312,11 +304,21 @@ def finish_fold(f: Fold, setup: Setup) -> dict[str, Any]:
         "n_train": len(setup.folds.train_ids(f.index)),
         "n_val": len(setup.folds.val_ids[f.index]),
         "init": f.init,
+        "image_scores": image_scores(setup, f.val_set, metric.image_confusions()),
     }
     write_json(f.out / "result.json", result)
     (f.out / "last.pt").unlink(missing_ok=True)
     setup.log(f"fold {f.index}: best epoch {best['epoch']}, mIoU {result['miou']:.4f} ({cfg['metric']})")
     return result
+
+
+def image_scores(setup: Setup, val_set: SegmentationDataset, cms: torch.Tensor) -> dict[str, list]:
+    """Each validation image's share of the fold's ranking mIoU (submit.image_values), keyed by the image's
+    index in train_all: a step id that pairs the same image across runs (search's Wilcoxon pruner)."""
+    order = {im.id: i for i, im in enumerate(setup.data.coco("train_all").images)}
+    values = image_values(cms, setup.cfg["metric"]).tolist()
+    pairs = [(order[im.id], v) for im, v in zip(val_set.images, values, strict=True) if math.isfinite(v)]
+    return {"steps": [s for s, _ in pairs], "values": [v for _, v in pairs]}
 
 
 def keep_swa(f: Fold, setup: Setup) -> None:
