@@ -152,6 +152,15 @@ def postgres_url():
     subprocess.run(["rm", "-rf", str(data)])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def offline_session():
+    """No download from session- and module-scoped fixtures either (they train before any test's own fixture)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMPETITION_OFFLINE", "1")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def offline_weights(tmp_path, monkeypatch):
     """No test downloads weights: `auto` falls back to random init at once; library caches are per test."""

@@ -230,3 +230,23 @@ def test_ctrl_c_marks_the_trial_and_the_same_command_resumes_it(world, tmp_path,
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].user_attrs["run"] == run.name and (run / "fold_0" / "result.json").read_text() == fold0
     assert json.loads((run / "results.json").read_text())["miou"] == pytest.approx(trials[1].value)
+
+
+def test_a_ctrl_c_swallowed_by_a_finaliser_is_raised_at_the_next_safe_point():
+    """SIGINT landing in a finaliser (a garbage-collected database session) is printed and dropped by Python;
+    the harness records it and raises it at the next batch, epoch or fold."""
+    import gc
+
+    from competition.core import interrupt
+
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # delivered here, inside __del__: "Exception ignored"
+
+    with interrupt.interrupts():
+        interrupt.check()  # nothing pressed yet
+        Finalised()
+        gc.collect()
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()
+    interrupt.check()  # outside the block: forgotten

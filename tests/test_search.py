@@ -81,15 +81,15 @@ def test_trials_split_exactly_and_passwords_hidden():
     assert search.split_trials(1, 3) == [1, 0, 0]
     hidden = search.safe_url("postgresql://user:s3cret@db.example:5432/optuna")
     assert "s3cret" not in hidden and "user" in hidden and "db.example" in hidden
-    assert isinstance(search.make_pruner("median", resolve()), optuna.pruners.MedianPruner)
-    assert isinstance(search.make_pruner("hyperband", resolve()), optuna.pruners.HyperbandPruner)
+    assert isinstance(search.make_pruning("median", resolve()).pruner, optuna.pruners.MedianPruner)
+    assert isinstance(search.make_pruning("hyperband", resolve()).pruner, optuna.pruners.HyperbandPruner)
 
 
 def fake_training(values_by_lr, raise_for=None):
     """A stand-in for train_run: reports a running mean per epoch from a table, records the steps."""
     steps: dict[int, list[int]] = {}
 
-    def train_run(cfg, run_dir, log, on_epoch=None):
+    def train_run(cfg, run_dir, log, on_epoch=None, on_fold=None):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "fold_0").mkdir(exist_ok=True)
         (run_dir / "fold_0" / "best.pt").write_bytes(b"x")
@@ -101,14 +101,15 @@ def fake_training(values_by_lr, raise_for=None):
         for fold in range(cfg["folds"]):
             for epoch in range(cfg["epochs"]):
                 steps.setdefault(cfg["lr"], []).append(fold * cfg["epochs"] + epoch)
-                on_epoch(fold, epoch, value)
+                on_epoch(fold, epoch, value, {"foreground_ratio": 0.5})
+            on_fold(fold, {"miou": value})
         return {"miou": value}
 
     return train_run, steps
 
 
 def enqueue_lrs(url, name, lrs):
-    study = search.create_study(url, name, resolve(), "median", 0)
+    study = search.open_study(search.StudySpec(url=url, name=name), resolve())
     for lr in lrs:
         study.enqueue_trial({"lr": lr, "loss": "ce"})
 
@@ -121,8 +122,9 @@ def fake_search(tmp_path, monkeypatch, values, *, epochs, folds, pruner="none", 
     cfg = {**resolve(flags={"epochs": epochs, "folds": folds}), "model": "unet"}
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
-    job = search.SearchJob(url, "s", cfg, SMALL_SPACE, tmp_path / "runs", pruner, 0, **job_options)
-    search.launch(job, 4, 1, lambda m: None)
+    spec = search.StudySpec(url=url, name="s", pruner=pruner, sampler="tpe", sampler_seed=0)
+    job = search.SearchJob(study=spec, base=cfg, space=SMALL_SPACE, runs_dir=tmp_path / "runs", **job_options)
+    search.launch(search.open_study(spec, cfg), job, 4, 1, lambda m: None)
     return job, steps, lambda: study_of(url, "s")
 
 
@@ -130,16 +132,20 @@ def test_pruning_reports_running_mean_at_global_steps(tmp_path, monkeypatch):
     values = {1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1}
     _, steps, study_now = fake_search(tmp_path, monkeypatch, values, epochs=3, folds=2, pruner="median")
     study = study_now()
-    states = [t.state for t in study.trials]
-    assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE]  # two start-up trials are never pruned
-    assert states[3] == TrialState.PRUNED  # far below the median after the warm-up
+    assert [search.is_pruned(t) for t in study.trials] == [False, False, True, True]  # 2 start-up trials
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)  # a pruned trial returns its partial value
     assert steps[1e-3] == [0, 1, 2, 3, 4, 5]  # fold * epochs + epoch, folds in order
     assert steps[1e-4] == [0, 1]  # pruned at the first step after the warm-up (1 epoch)
     pruned = study.trials[3]
+    assert pruned.value == pytest.approx(0.1)  # its running CV mean when it was stopped
+    assert pruned.user_attrs["pruned"] == {"after_fold": 0, "epochs": 2, "reason": pruned.user_attrs["prune_reason"]}
     assert "running CV mean" in pruned.user_attrs["prune_reason"]
     run = tmp_path / "runs" / pruned.user_attrs["run"]
     assert json.loads((run / "run.json").read_text())["status"] == "pruned"
+    results = json.loads((run / "results.json").read_text())
+    assert results["pruned"]["after_fold"] == 0 and results["miou"] == pytest.approx(0.1)
     assert not (run / "fold_0" / "best.pt").exists()  # pruned trials' checkpoints are removed
+    assert [t.number for t in search.ranked(study.trials)] == [1, 0, 2, 3]  # pruned ones below the others
 
 
 def test_epoch_budget_stops_starting_trials(tmp_path, monkeypatch):
@@ -148,7 +154,8 @@ def test_epoch_budget_stops_starting_trials(tmp_path, monkeypatch):
     study = study_now()
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 2 and search.epochs_spent(study) == 12  # 6 < 10 after one trial, 12 after two
-    search.launch(job, 4, 1, lambda m: None)  # the budget counts this search's epochs, not the study's
+    again = search.open_study(job.study, job.base)
+    search.launch(again, job, 4, 1, lambda m: None)  # the budget counts this search's epochs, not the study's
     assert len(study_now().get_trials(states=(TrialState.COMPLETE,))) == 4
     assert sorted(steps) == [1e-4, 3e-4, 1e-3, 2e-3]
 

@@ -118,10 +118,10 @@ def stand_in_training(monkeypatch) -> list[dict]:
     """Replace train_run by a stand-in that records each trial's settings and scores lr."""
     seen: list[dict] = []
 
-    def train_run(cfg, run_dir, log, on_epoch=None):
+    def train_run(cfg, run_dir, log, on_epoch=None, on_fold=None):
         run_dir.mkdir(parents=True, exist_ok=True)
         seen.append(cfg)
-        on_epoch(0, 0, cfg["lr"])
+        on_epoch(0, 0, cfg["lr"], {})
         (run_dir / "results.json").write_text(json.dumps({"miou": cfg["lr"]}))
         return {"miou": cfg["lr"], "run": run_dir.name}
 

@@ -121,7 +121,7 @@ def test_a_stopped_run_is_killed_in_mlflow_and_its_resume_logs_into_the_same_run
     class Stop(Exception):
         pass
 
-    def stop_in_fold_1(fold: int, epoch: int, mean: float) -> None:
+    def stop_in_fold_1(fold: int, epoch: int, mean: float, row: dict) -> None:
         if fold == 1:
             raise Stop
 

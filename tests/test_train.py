@@ -168,7 +168,7 @@ def test_resume_skips_finished_folds_and_continues_a_fold(sample_root, tmp_path)
     class Stop(Exception):
         pass
 
-    def interrupt(fold, epoch, running):
+    def interrupt(fold, epoch, running, row):
         if fold == 1 and epoch == 0:
             raise Stop
 
@@ -185,7 +185,7 @@ def test_resume_skips_finished_folds_and_continues_a_fold(sample_root, tmp_path)
         cfg,
         run,
         log=lines.append,
-        on_epoch=lambda f, e, r: seen.append((f, e)),
+        on_epoch=lambda f, e, r, row: seen.append((f, e)),
         on_fold=lambda f, r: folds.append((f, r)),
     )
     assert [f for f, _ in folds] == [0, 1]  # the fold finished earlier is heard too (a retried trial reports it)

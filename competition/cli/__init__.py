@@ -12,6 +12,7 @@ import sys
 from competition.cli.output import json_stdout
 from competition.cli.parser import build_parser
 from competition.core.errors import UserError
+from competition.core.interrupt import interrupts
 from competition.core.progress import bars_off
 
 __all__ = ["main"]
@@ -27,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         quiet = getattr(args, "json", False)  # --json: one JSON object, plain log lines, no bars
-        with json_stdout() if quiet else contextlib.nullcontext(), bars_off() if quiet else contextlib.nullcontext():
+        with (
+            interrupts(),
+            json_stdout() if quiet else contextlib.nullcontext(),
+            bars_off() if quiet else contextlib.nullcontext(),
+        ):
             from competition.cli import commands  # after parsing: `--help` and usage errors stay instant
 
             return getattr(commands, args.handler)(args)

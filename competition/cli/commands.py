@@ -83,9 +83,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     request = SearchRequest(
-        args.model, args.data, training_settings(args), Path(args.runs_dir), args.trials, args.space,
-        args.storage, args.study, args.pruner, args.seed, args.timeout, args.epoch_budget, args.keep_oof,
-        args.workers, args.force, not args.no_predict, args.keep_checkpoints,
+        model=args.model, data=args.data, given=training_settings(args), runs_dir=Path(args.runs_dir),
+        trials=args.trials, space=args.space, storage=args.storage, study=args.study, pruner=args.pruner,
+        sampler=args.sampler, sampler_seed=args.seed if args.sampler_seed is None else args.sampler_seed,
+        timeout=args.timeout, epoch_budget=args.epoch_budget,
+        keep_oof=args.keep_oof, workers=args.workers, force=args.force, predict=not args.no_predict,
+        keep_checkpoints=args.keep_checkpoints,
     )  # fmt: skip
     result = run_search(request, logger(args))
     if args.json:
@@ -136,7 +139,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    rows = leaderboard_rows(Path(args.runs_dir))
+    rows = leaderboard_rows(Path(args.runs_dir), pruned=True)
     if args.csv:
         write_leaderboard_csv(rows, Path(args.csv))
         print(f"leaderboard written to {args.csv}", file=sys.stderr if args.json else sys.stdout)

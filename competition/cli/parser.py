@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from competition.core.config import PREDICTION_KEYS
+from competition.core.names import NAMES
 
 
 def _data_option(p: argparse.ArgumentParser) -> None:
@@ -94,7 +95,20 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--storage", help="Optuna storage URL (default sqlite in the runs folder); journal:PATH for a file")
     p.add_argument("--study", help="study name (default: the model name)")
-    p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
+    p.add_argument(
+        "--pruner",
+        choices=NAMES["pruner"],
+        help="median (default), hyperband, wilcoxon (paired per-image test after each fold) or none; "
+        "default: the study's",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=NAMES["sampler"],
+        help="tpe (default), gp (small budgets), random or qmc; default: the study's",
+    )
+    p.add_argument(
+        "--sampler-seed", type=int, metavar="N", help="seed of the sampler (default: --seed; neither: a random stream)"
+    )
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
     p.add_argument("--space", type=Path, help="search space file (YAML or JSON) replacing the model's default")
     p.add_argument("--force", action="store_true", help="continue the study even with other fixed settings")

@@ -22,7 +22,8 @@ NAMES: dict[str, tuple[str, ...]] = {
     "loss": ("ce", "dice", "focal", "lovasz"),  # train/losses.py LOSSES
     "optimizer": ("adam", "adamw", "sgd"),  # train/optim.py OPTIMIZERS
     "scheduler": ("cosine", "poly", "none"),  # train/optim.py SCHEDULES
-    "pruner": ("median", "hyperband", "none"),  # search/pruners.py PRUNERS
+    "pruner": ("median", "hyperband", "wilcoxon", "none"),  # search/pruners.py PRUNERS
+    "sampler": ("tpe", "gp", "random", "qmc"),  # search/samplers.py SAMPLERS
     "tracker": ("tensorboard", "mlflow", "wandb", "none"),  # train/trackers (the tracker table)
 }
 

@@ -20,7 +20,7 @@ from competition.core.runs import list_runs, read_run
 from competition.report.figures import confusion_uri, figure_uri, file_uri, scatter_uri, worst_uri
 from competition.report.html import image, leaderboard_table, page, table
 from competition.report.oof import analyse_oof
-from competition.search import open_storage, safe_url, study_figures
+from competition.search import best_full, count_trials, open_storage, safe_url, study_figures
 from competition.train import leaderboard_rows
 
 STUDY_PLOTS = {
@@ -138,12 +138,12 @@ def _studies(url: str | None, counts: dict[str, int], log: Log) -> tuple[str, in
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
-        state = {s: sum(t.state == s for t in trials) for s in TrialState}
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        best = max(complete, key=lambda t: t.value) if complete else None
+        state = count_trials(trials)
+        best = best_full(study)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
         summary = (
-            f"{len(trials)} trials: {state[TrialState.COMPLETE]} complete, {state[TrialState.PRUNED]} pruned, "
-            f"{state[TrialState.FAIL]} failed, {state[TrialState.RUNNING]} running"
+            f"{len(trials)} trials: {state['complete']} complete, {state['pruned']} pruned, "
+            f"{state['failed']} failed, {running} running"
         )
         if best is not None:
             summary += f"; best trial {best.number}: {best.value:.4f} ({best.user_attrs.get('run', '')})"

@@ -5,15 +5,17 @@ models/registry.py, or `--space FILE`), trains every fold with competition.train
 CV mean of the ranking metric. The model's default configuration is enqueued as trial 0, so a search never
 ends worse than the default.
 
-Pruning across folds. After every epoch of every fold the trial reports the *running CV mean* (finished
-folds' scores and the current fold's best so far) at global step `fold * epochs + epoch`, folds always in the
-same order, so a step means the same amount of training in every trial and values are comparable. The default
-MedianPruner stops a trial whose running mean is below the median of earlier trials at the same step: it has no
-assumptions about the budget, works from a handful of trials (two start-up trials, a warm-up of a third of a
-fold), and never kills the first trials, which fits searches of tens of expensive trials. Because the value
-averages folds seen so far, an early fold that is merely hard does not look worse than it is for one trial and
-not another: every trial sees the same folds at the same steps. Hyperband (`--pruner hyperband`) spends less on
-poor trials but needs many more of them to be reliable; `none` trains every trial to the end.
+Pruning across folds (search/pruners.py, the table; search/reports.py, what a trial reports). Folds always run
+in the same order. `median` and `hyperband` read the *running CV mean* (finished folds' scores and the current
+fold's best so far) after every epoch at step `fold * epochs + epoch`. `wilcoxon` reads, after each finished
+fold, every validation image's score at step = its index in train_all, and stops a trial that is worse than the
+best fully trained trial image by image (one-sided paired Wilcoxon test); inside a fold it also stops a trial
+that still predicts only background after a third of its epochs. The default trial 0 is never pruned. A pruned
+trial ends COMPLETE with an honest partial value (its paired estimate, or its running CV mean), marked `pruned`,
+so the sampler learns from it; rankings (search/trials.py) put it below every fully trained trial.
+
+Samplers (search/samplers.py): tpe (multivariate, group, constant liar, set explicitly), gp, random, qmc; the
+study stores its pruner and sampler, and a search that names others says so in one line.
 
 Storage: an SQLite file in the runs folder by default; any Optuna RDB URL (PostgreSQL for several machines),
 or `journal:PATH` for a journal file shared by processes on one machine. Any number of search processes may
@@ -32,9 +34,13 @@ from competition.search.callbacks import epochs_spent
 from competition.search.command import SearchRequest, run_search
 from competition.search.orphans import fail_orphaned_trials
 from competition.search.plots import study_figures
+from competition.search.pruners import PRUNERS, make_pruning
+from competition.search.samplers import SAMPLERS, make_sampler
 from competition.search.space import check_space, default_params, load_space, suggest, trial_params
 from competition.search.storage import open_storage, safe_url, storage_url
-from competition.search.study import create_study, make_pruner
+from competition.search.study import StudySpec, open_study, prepare_study
+from competition.search.trials import best_full, is_full, is_pruned, ranked
+from competition.search.trials import count as count_trials
 from competition.search.workers import SearchJob, launch, run_worker, split_trials
 
 __all__ = [
@@ -51,8 +57,18 @@ __all__ = [
     "open_storage",
     "safe_url",
     "storage_url",
-    "create_study",
-    "make_pruner",
+    "PRUNERS",
+    "make_pruning",
+    "SAMPLERS",
+    "make_sampler",
+    "StudySpec",
+    "open_study",
+    "prepare_study",
+    "best_full",
+    "count_trials",
+    "is_full",
+    "is_pruned",
+    "ranked",
     "SearchJob",
     "launch",
     "run_worker",

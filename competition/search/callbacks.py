@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from competition.core.log import Log
 from competition.core.progress import Steps
 from competition.core.runs import run_name, update_run
 from competition.search.orphans import fail_orphaned_trials
+from competition.search.trials import PRUNED, best_full, epochs_trained, ranked
 
 
 def progress_callback(steps: Steps, log: Log) -> Callable[[optuna.Study, Any], None]:
@@ -23,22 +23,22 @@ def progress_callback(steps: Steps, log: Log) -> Callable[[optuna.Study, Any], N
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         steps.tick()
         done, total = steps.done, steps.total
-        try:
-            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
-        except ValueError:
-            best = "no complete trial yet"
+        top = best_full(study)
+        best = f"best {top.value:.4f} (trial {top.number})" if top else "no complete trial yet"
         value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        state = trial.state.name.lower()
+        if PRUNED in trial.user_attrs:
+            state, value = f"pruned after fold {trial.user_attrs[PRUNED]['after_fold']}", f"{value} (partial)"
         eta = f", ETA {steps.eta()}" if done < total else ""
-        log(f"trial {trial.number} {trial.state.name.lower()}: {value}; {min(done, total)}/{total} done{eta}; {best}")
+        log(f"trial {trial.number} {state}: {value}; {min(done, total)}/{total} done{eta}; {best}")
 
     return callback
 
 
 def _outside_best(study: optuna.Study, keep: int, runs_dir: Path) -> Iterator[tuple[int, Path]]:
-    """(number, run folder) of the study's complete trials outside the best `keep`. A trial once outside stays
-    outside: later trials can only push it further down."""
-    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
-    for old in complete[keep:]:
+    """(number, run folder) of the study's complete trials outside the best `keep` (pruned ones rank below every
+    fully trained one). A trial once outside stays outside: later trials can only push it further down."""
+    for old in ranked(study.get_trials(deepcopy=False))[keep:]:
         yield old.number, runs_dir / run_name(old.user_attrs["run"], f"study {study.study_name} trial {old.number}")
 
 
@@ -100,5 +100,5 @@ def orphans_callback(log: Log) -> Callable[[optuna.Study, Any], None]:
 
 
 def epochs_spent(study: optuna.Study) -> int:
-    """Training epochs all trials used (one reported step per epoch): the search's cost."""
-    return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
+    """Training epochs all trials used: the search's cost."""
+    return sum(epochs_trained(t) for t in study.get_trials(deepcopy=False))

@@ -15,7 +15,7 @@ from competition.data import is_sample
 from competition.predict import predict_run
 from competition.search.space import load_space
 from competition.search.storage import storage_url
-from competition.search.study import prepare_study
+from competition.search.study import StudySpec, prepare_study
 from competition.search.summary import summarize_study
 from competition.search.workers import SearchJob, launch
 from competition.train import format_table, leaderboard_rows, new_run_settings
@@ -24,7 +24,7 @@ QUICK_TRIALS = 4  # trials of a search on the sample data (the README's main job
 TRIALS = 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchRequest:
     """What the user asked for (plain values; `given`: the settings they gave, already checked)."""
 
@@ -36,8 +36,9 @@ class SearchRequest:
     space: Path | None = None
     storage: str | None = None
     study: str | None = None
-    pruner: str = "median"
-    seed: int | None = None
+    pruner: str | None = None  # None: the study's, else the default (search/study.py DEFAULT_STRATEGY)
+    sampler: str | None = None
+    sampler_seed: int | None = None  # the command line's --sampler-seed, else its --seed
     timeout: float | None = None
     epoch_budget: int | None = None
     keep_oof: int = 5
@@ -68,21 +69,25 @@ def run_search(request: SearchRequest, log: Log) -> dict[str, Any]:
     fixed = {k: v for k, v in request.given.items() if k not in MACHINERY}
     if fixed:
         log(f"fixed by you: {describe(fixed)}")
-    fixed = prepare_study(url, name, cfg, fixed, request.pruner, request.seed, request.runs_dir, request.force, log)
-    cfg = validate({**cfg, **fixed})
+    spec = StudySpec(
+        url=url, name=name, pruner=request.pruner, sampler=request.sampler, sampler_seed=request.sampler_seed
+    )
+    study, spec, fixed = prepare_study(spec, cfg, fixed, runs_dir=request.runs_dir, force=request.force, log=log)
+    if set(fixed) - set(request.given):  # settings the study fixed earlier
+        cfg = validate({**cfg, **fixed})
     space = {k: v for k, v in space.items() if k not in fixed}
     if not space:
         raise UsageError("nothing left to search: every setting of the search space is fixed; drop some settings")
     log(f"search space: {', '.join(space)}")
     job = SearchJob(
-        url, name, cfg, space, request.runs_dir, request.pruner, request.seed, request.timeout,
-        request.epoch_budget, request.keep_oof, keep_checkpoints=request.keep_checkpoints,
+        study=spec, base=cfg, space=space, runs_dir=request.runs_dir, timeout=request.timeout,
+        epoch_budget=request.epoch_budget, keep_oof=request.keep_oof, keep_checkpoints=request.keep_checkpoints,
     )  # fmt: skip
-    study = launch(job, trials, request.workers, log)
+    study = launch(study, job, trials, request.workers, log)
     result = summarize_study(study, url, request.runs_dir / "studies" / name, log, runs_dir=request.runs_dir)
     result["fixed"] = fixed
     log("")
-    log(format_table(leaderboard_rows(request.runs_dir)))
+    log(format_table(leaderboard_rows(request.runs_dir, pruned=True)))
     if result["best"] and request.predict:
         result["submission"] = predict_best(request.runs_dir, name, result["best"]["run"], log)
     return result

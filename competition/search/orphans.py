@@ -15,6 +15,9 @@ from competition.core.locks import claim_if_dead
 from competition.core.log import Log
 
 MAX_RETRY = 1  # a trial whose owner died is retried once
+# attributes of the failed trial that are not the retry's: its process, its fate, the epochs it spent (the retry
+# counts its own) and what it reported (the retry reports every fold again, finished ones included)
+NOT_RETRIED = ("owner", "fail_reason", "epochs", "fold_scores")
 
 
 # A RUNNING trial with no owner record (its process died between creating it and recording itself, or an older
@@ -32,7 +35,7 @@ def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, limit: boo
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
     if limit and len(history) > MAX_RETRY:
         return
-    user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("owner", "fail_reason")}
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in NOT_RETRIED}
     study.add_trial(
         optuna.create_trial(
             state=TrialState.WAITING,

@@ -8,6 +8,7 @@ when the same command is run again). A locked SQLite file is waited for the same
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -17,9 +18,11 @@ from pathlib import Path
 import optuna
 import sqlalchemy.exc
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from competition.core.errors import UserError
+from competition.core.locks import exclusive_lock
 from competition.search.orphans import retry_trial
 
 HEARTBEAT_SECONDS = 60
@@ -52,7 +55,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     try:
         if url.startswith("sqlite"):  # a locked database file is waited for up to 60 s, then retried as above
-            return RetryingRDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+            return SqliteStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
         # Optuna >= 4.9 names the stale-trial callback `heartbeat_stale_trial_callback`
         params = inspect.signature(optuna.storages.RDBStorage).parameters
         callback = (
@@ -107,3 +110,24 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
 for _name, _method in list(vars(optuna.storages.RDBStorage).items()):
     if not _name.startswith("_") and callable(_method) and _name not in ("remove_session", "upgrade"):
         setattr(RetryingRDBStorage, _name, _retrying(_method))
+
+
+class SqliteStorage(RetryingRDBStorage):
+    """SQLite ignores Optuna's SELECT ... FOR UPDATE, so two processes could both start one waiting trial
+    (both read WAITING, both write RUNNING: two workers train trial 0 and the second one's result is refused).
+    Starting a trial, and opening the file, are serialised by an OS lock beside the database file."""
+
+    def __init__(self, url: str, **kwargs):
+        database = make_url(url).database
+        on_disk = bool(database) and database != ":memory:"
+        self._start_lock = Path(f"{database}.start.lock") if on_disk else None
+        # two processes creating one new file would both write its schema version (UNIQUE constraint failed:
+        # alembic_version): whoever opens it (a search, the dashboard, the report) does so one at a time
+        with exclusive_lock(self._start_lock) if on_disk else contextlib.nullcontext():
+            super().__init__(url, **kwargs)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        if state != TrialState.RUNNING or self._start_lock is None:
+            return super().set_trial_state_values(trial_id, state, values)
+        with exclusive_lock(self._start_lock):
+            return super().set_trial_state_values(trial_id, state, values)

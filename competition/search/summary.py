@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial
 
 from competition.core.config import short
 from competition.core.fileio import atomic_path, write_json
@@ -18,6 +18,7 @@ from competition.search.callbacks import epochs_spent
 from competition.search.plots import save_study_plots
 from competition.search.space import trial_params
 from competition.search.storage import safe_url
+from competition.search.trials import PRUNED, best_full, count, epochs_trained, ranked
 
 # what a trial's run folder holds that weighs: name -> file patterns
 HEAVY = {
@@ -46,28 +47,26 @@ def summarize_study(
     """Top-trials table, best_params.json, trials.csv and plots in the study folder; the disk its trials' run
     folders take (when `runs_dir` is given); the --json result."""
     trials = study.get_trials(deepcopy=False)
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    counts = {s: sum(1 for t in trials if t.state == s) for s in states}
-    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    counts = count(trials)
+    order = ranked(trials)  # fully trained trials first, then pruned ones by their partial value
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "trials.csv") as tmp:
         study.trials_dataframe().to_csv(tmp, index=False)
     best = None
-    if complete:
-        b = complete[0]
+    b = best_full(study)
+    if b is not None:
         best = {"miou": b.value, "params": trial_params(b), "run": b.user_attrs.get("run"), "number": b.number}
         write_json(out_dir / "best_params.json", best)
     save_study_plots(study, out_dir, log)
 
     log("")
-    log(f"{'trial':>5} {'CV mIoU':>8}  {'run':<28} params")
-    for t in complete[:top]:
+    log(f"{'trial':>5} {'CV mIoU':>8}  {'trained':<16} {'run':<28} params")
+    for t in order[:top]:
         params = ", ".join(f"{k}={short(v)}" for k, v in trial_params(t).items())
-        log(f"{t.number:>5} {t.value:>8.4f}  {t.user_attrs.get('run', ''):<28} {params}")
+        log(f"{t.number:>5} {t.value:>8.4f}  {_trained(t):<16} {t.user_attrs.get('run', ''):<28} {params}")
     log(
-        f"study {study.study_name}: {len(trials)} trials ({counts[TrialState.COMPLETE]} complete, "
-        f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed; {epochs_spent(study)} epochs trained); "
-        f"folder {out_dir}"
+        f"study {study.study_name}: {len(trials)} trials ({counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['failed']} failed; {epochs_spent(study)} epochs trained); folder {out_dir}"
     )
     disk = study_disk(study, runs_dir) if runs_dir is not None else None
     if disk is not None:
@@ -81,11 +80,29 @@ def summarize_study(
         "study": study.study_name,
         "storage": safe_url(url),
         "trials": len(trials),
-        "complete": counts[TrialState.COMPLETE],
-        "pruned": counts[TrialState.PRUNED],
-        "failed": counts[TrialState.FAIL],
+        **counts,
+        "trials_table": [_row(t) for t in order],
         "epochs": epochs_spent(study),
         "best": best,
         "dir": str(out_dir),
         **({"disk_bytes": disk} if disk is not None else {}),
+    }
+
+
+def _trained(trial: FrozenTrial) -> str:
+    """`all folds`, or `pruned after fold k` (its value is then partial)."""
+    pruned = trial.user_attrs.get(PRUNED)
+    return f"pruned after {pruned['after_fold']}" if pruned else "all folds"
+
+
+def _row(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial of the `search --json` result, best first; `pruned_after_fold` is None for a fully trained one."""
+    pruned = trial.user_attrs.get(PRUNED)
+    return {
+        "number": trial.number,
+        "value": trial.value,
+        "pruned_after_fold": pruned["after_fold"] if pruned else None,
+        "epochs": epochs_trained(trial),
+        "run": trial.user_attrs.get("run"),
+        "params": trial_params(trial),
     }

@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 import torch
 
+from competition.core.interrupt import interrupts
 from competition.core.locks import OwnerLock
 from competition.core.log import Log
 from competition.core.progress import ENV as PROGRESS_ENV
@@ -27,26 +28,18 @@ from competition.search.callbacks import (
 from competition.search.objective import Objective
 from competition.search.orphans import fail_orphaned_trials
 from competition.search.storage import safe_url
-from competition.search.study import create_study
+from competition.search.study import StudySpec, configure, open_study
 from competition.train import NonFiniteLoss, OutOfMemory
 
-# --------------------------------------------------------------------------- search space
 
-
-# --------------------------------------------------------------------------- pruning
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchJob:
     """What every worker of one search shares (picklable, sent to worker processes)."""
 
-    url: str
-    study: str
+    study: StudySpec  # resolved: its pruner and sampler are named
     base: dict[str, Any]  # resolved settings of the model's default configuration
     space: dict[str, Any]
     runs_dir: Path
-    pruner: str = "median"
-    seed: int | None = None
     timeout: float | None = None
     epoch_budget: int | None = None  # stop starting trials after this many training epochs (all workers)
     keep_oof: int = 5  # out-of-fold probabilities are kept for the best `keep_oof` complete trials
@@ -54,11 +47,12 @@ class SearchJob:
     epochs_before: int = 0  # epochs the study had trained when this search started
 
 
-def run_worker(job: SearchJob, n_trials: int, log: Log = print) -> None:
-    """One worker: optimise `n_trials` trials of the study (a process of its own with --workers N)."""
-    study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
+def run_worker(job: SearchJob, n_trials: int, log: Log = print, study: optuna.Study | None = None) -> None:
+    """One worker: optimise `n_trials` trials of the study (a process of its own with --workers N, which opens
+    the study itself; in this process, the study already open)."""
+    study = configure(study, job.study, job.base) if study is not None else open_study(job.study, job.base)
     owner = OwnerLock(job.runs_dir)
-    steps = Steps(n_trials, f"study {job.study}", "trial")  # a bar on a terminal; the ETA of the trial lines
+    steps = Steps(n_trials, f"study {study.study_name}", "trial")  # a bar on a terminal; the ETA of the trial lines
     callbacks = [
         progress_callback(steps, log),
         keep_oof_callback(job.keep_oof, job.runs_dir, log),
@@ -71,7 +65,15 @@ def run_worker(job: SearchJob, n_trials: int, log: Log = print) -> None:
     try:
         fail_orphaned_trials(study, log)
         study.optimize(
-            Objective(job.base, job.space, job.runs_dir, job.study, owner, log),
+            Objective(
+                base=job.base,
+                space=job.space,
+                runs_dir=job.runs_dir,
+                study=study.study_name,
+                pruner=job.study.pruner,
+                owner=owner,
+                log=log,
+            ),  # fmt: skip
             n_trials=n_trials,
             timeout=job.timeout,
             catch=(NonFiniteLoss, OutOfMemory),  # fails that trial (reason in its user attributes); search goes on
@@ -88,7 +90,8 @@ def _worker_process(job: SearchJob, n_trials: int, index: int) -> None:
     def log(msg: str) -> None:
         print(f"[w{index}] {msg}", flush=True)
 
-    run_worker(job, n_trials, log)
+    with interrupts():
+        run_worker(job, n_trials, log)
 
 
 def split_trials(n: int, workers: int) -> list[int]:
@@ -96,17 +99,18 @@ def split_trials(n: int, workers: int) -> list[int]:
     return [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
 
 
-def launch(job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Study:
-    """Run `n_trials` more trials of the prepared study (see `prepare`) with `workers` processes."""
-    study = create_study(job.url, job.study, job.base, job.pruner, job.seed)
+def launch(study: optuna.Study, job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Study:
+    """Run `n_trials` more trials of the prepared study (search.study.prepare_study) with `workers` processes."""
     started_with = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
     job = replace(job, epochs_before=epochs_spent(study))
     budget = f" or until {job.epoch_budget} epochs are trained" if job.epoch_budget else ""
-    log(f"study {job.study} on {safe_url(job.url)}: {started_with} finished trials; running {n_trials} more{budget}")
+    spec = job.study
+    log(f"study {spec.name} on {safe_url(spec.url)}: {started_with} finished trials; running {n_trials} more{budget}; "
+        f"sampler {spec.sampler}, pruner {spec.pruner}")  # fmt: skip
     job.runs_dir.mkdir(parents=True, exist_ok=True)
     shares = [s for s in split_trials(n_trials, workers) if s > 0]
     if len(shares) == 1:
-        run_worker(job, shares[0], log)
+        run_worker(job, shares[0], log, study)
         return study
     gpus = torch.cuda.device_count() if job.base["device"] != "cpu" else 0
     context = multiprocessing.get_context("spawn")
@@ -114,7 +118,8 @@ def launch(job: SearchJob, n_trials: int, workers: int, log: Log) -> optuna.Stud
     os.environ[PROGRESS_ENV] = "0"  # several processes' bars on one terminal would garble: lines only
     processes = []
     for i, share in enumerate(shares):
-        worker = replace(job, seed=None if job.seed is None else job.seed + i)  # distinct TPE streams
+        seed = None if spec.sampler_seed is None else spec.sampler_seed + i  # distinct sampler streams
+        worker = replace(job, study=replace(spec, sampler_seed=seed))
         env_before = os.environ.get("CUDA_VISIBLE_DEVICES")
         if gpus > 1:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(i % gpus)  # round-robin, inherited by the child

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# on_epoch(fold, epoch, running CV mean) is called after every epoch.
+# on_epoch(fold, epoch, running CV mean, row) is called after every epoch, with the epoch's metrics.csv row.
 # The running CV mean averages the finished folds' scores and the current fold's best so far.
-EpochHook = Callable[[int, int, float], None]
+EpochHook = Callable[[int, int, float, dict[str, Any]], None]
 # on_fold(fold, result) is called once each fold is done (trained now, or finished earlier and skipped), in fold
 # order, with its result (result.json: scores, `image_scores`): pruning on whole folds.
 FoldHook = Callable[[int, dict[str, Any]], None]

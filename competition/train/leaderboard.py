@@ -25,12 +25,14 @@ KEY_SETTINGS = ("epochs", "image_size", "batch_size", "optimizer", "lr", "loss")
 FAMILY_SETTINGS = {"smp": ("encoder",), "fcn": ("norm", "dropout")}
 
 
-def leaderboard_rows(runs_dir: Path, submissions: Path = SUBMISSIONS) -> list[dict[str, Any]]:
-    """One row per complete run, best first, with its recorded leaderboard scores."""
+def leaderboard_rows(runs_dir: Path, submissions: Path = SUBMISSIONS, pruned: bool = False) -> list[dict[str, Any]]:
+    """One row per complete run, best first, with its recorded leaderboard scores; with `pruned`, the pruned
+    search trials too, below every complete run (their CV mIoU is partial: `pruned_after_fold`)."""
     rows = []
     for run_dir in list_runs(runs_dir):
         info = read_run(run_dir)
-        if info.get("status") != "complete" or "miou" not in info:
+        wanted = ("complete", "pruned") if pruned else ("complete",)
+        if info.get("status") not in wanted or "miou" not in info:
             continue
         cfg = read_config(run_dir, missing_ok=True)  # an ensemble's folder has none
         trial = info.get("trial")
@@ -50,10 +52,12 @@ def leaderboard_rows(runs_dir: Path, submissions: Path = SUBMISSIONS) -> list[di
                 "study": f"{trial['study']}#{trial['number']}" if trial else "",
                 "settings": _settings(info, cfg),
                 "date": info.get("finished", info.get("created", "")),
-                "dir": info["dir"],
+                "dir": info.get("dir", str(run_dir)),
+                "pruned_after_fold": (info.get("pruned") or {}).get("after_fold"),
+                "pruned_of": (info.get("pruned") or {}).get("of"),
             }
         )
-    rows = sorted(rows, key=lambda r: r["miou"], reverse=True)
+    rows = sorted(rows, key=lambda r: (r["pruned_after_fold"] is not None, -r["miou"]))
     _, unmatched = add_lb_scores(rows, runs_dir, submissions)
     for row in rows:
         row["lb_unmatched"] = unmatched  # scored CSVs that no run made (e.g. a hard vote), for the table's footer
@@ -91,6 +95,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         )
         name = r["run"] + (f" ({r['study']})" if r["study"] else "")
         flag = "[predicts background only] " if r.get("background_only") else ""
+        if r.get("pruned_after_fold") is not None:
+            flag = f"[pruned after {r['pruned_after_fold']} of {r.get('pruned_of') or '?'} folds: partial CV] " + flag
         lines.append(
             f"{i:>3} {score:>16} {lb}{r['metric']:<7} {_cell(r.get('miou_image'))} {_cell(r.get('miou_dataset'), 7)} "
             f"{r['folds']:>5}  {r['kind']:<8} {r['model']:<14} {name:<34} {r['date']:<19}  {flag}{r['settings']}"

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from competition.core.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from competition.core.errors import UserError
 from competition.core.fileio import read_json, write_csv, write_json
+from competition.core.interrupt import check as check_interrupt
 from competition.core.locks import run_folder_lock
 from competition.core.log import Log
 from competition.core.progress import Steps, progress
@@ -145,13 +146,14 @@ def _train_folds(setup: Setup, run_dir: Path, indices: list[int], hooks: Hooks) 
             log(f"fold {fold}: finished earlier (mIoU {done[fold]['miou']:.4f}), skipped")
         else:
 
-            def running_mean(epoch: int, best: float, fold: int = fold) -> None:
+            def running_mean(epoch: int, best: float, row: dict[str, Any], fold: int = fold) -> None:
                 if hooks.on_epoch:
-                    hooks.on_epoch(fold, epoch, float(np.mean([r["miou"] for r in done.values()] + [best])))
+                    hooks.on_epoch(fold, epoch, float(np.mean([r["miou"] for r in done.values()] + [best])), row)
 
             done[fold] = train_fold(setup, fold, fold_dir(run_dir, fold), running_mean)
         if hooks.on_fold:
             hooks.on_fold(fold, done[fold])
+        check_interrupt()
     return done
 
 
@@ -180,7 +182,9 @@ class Fold:
     scaler: torch.amp.GradScaler | None  # fp16 mixed precision only
 
 
-def train_fold(setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, float], None]) -> dict[str, Any]:
+def train_fold(
+    setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, float, dict[str, Any]], None]
+) -> dict[str, Any]:
     """Train one fold (resuming from out/last.pt when present); returns the fold's result."""
     cfg = setup.cfg
     f = build_fold(setup, fold, out)
@@ -200,7 +204,8 @@ def train_fold(setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, floa
             scores, val_loss = evaluate(f.average.evaluated(f.model), f.val_loader, setup)
             record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
             tracker.epoch(f.state["history"][-1])
-            on_epoch(epoch, f.state["best"])
+            check_interrupt()
+            on_epoch(epoch, f.state["best"], f.state["history"][-1])
             if cfg["early_stop"] and f.state["stale"] >= int(cfg["early_stop"]):
                 setup.log(f"fold {fold}: early stop after {epoch + 1} epochs ({f.state['stale']} without improvement)")
                 if setup.steps is not None:
@@ -266,6 +271,7 @@ def record_epoch(
             "miou_image": scores.miou_image,
             "miou_dataset": scores.miou_dataset,
             "pixel_accuracy": scores.pixel_accuracy,
+            "foreground_ratio": scores.foreground_ratio,
             "lr": f.optimizer.param_groups[0]["lr"],
             "seconds": round(time.time() - start, 2),
         }
@@ -347,6 +353,7 @@ def train_epoch(f: Fold, setup: Setup, desc: str) -> float:
     optimizer.zero_grad(set_to_none=True)
     total, count = 0.0, 0
     for i, (images, targets) in enumerate(progress(f.train_loader, desc=desc, leave=False, unit="batch")):
+        check_interrupt()  # a Ctrl-C swallowed by a finaliser is raised here
         images = images.to(device, non_blocking=True)
         if cfg["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
