@@ -188,7 +188,7 @@ def test_tracker_mlflow_without_the_package_is_one_line_before_any_work(tmp_path
 
 
 def test_logged_store_addresses_never_show_a_password():
-    from competition.train.mlflow_run import shown_uri
+    from competition.train.trackers.mlflow import shown_uri
 
     shown = shown_uri("postgresql://team:s3cret-pw@db.example:5432/mlflow")
     assert "s3cret-pw" not in shown and shown == "postgresql://team:***@db.example:5432/mlflow"
@@ -197,7 +197,7 @@ def test_logged_store_addresses_never_show_a_password():
 
 def test_a_store_that_cannot_be_opened_fails_the_run_before_training_in_one_line(tiny_cfg, tmp_path, monkeypatch):
     from competition.train import train_run
-    from competition.train.mlflow_run import TrackerError
+    from competition.train.trackers.mlflow import TrackerError
 
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")
@@ -230,7 +230,7 @@ def test_a_store_that_fails_mid_run_is_one_warning_and_the_run_finishes(tiny_cfg
 
 
 def test_store_errors_are_shown_without_the_password():
-    from competition.train.mlflow_run import MlflowRun
+    from competition.train.trackers.mlflow import MlflowRun
 
     run = MlflowRun.__new__(MlflowRun)  # the error wording alone; no store is opened
     run.uri = "postgresql://team:s3cret-pw@db.example:5432/mlflow"
