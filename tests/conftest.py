@@ -170,6 +170,38 @@ def offline_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
 
 
+def child_processes(name: str) -> list[str]:
+    """Command lines of this process's children whose program is `name` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_text().replace("\0", " ")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid() and name in command:
+            found.append(command)
+    return found
+
+
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    """W&B without an account or network: WANDB_MODE=offline, its folders under tmp_path (WANDB_DIR: the run
+    files), none of the user's W&B variables; at the end W&B is torn down, and no wandb-core process is left."""
+    for name in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    for name, folder in (("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / folder))
+    yield tmp_path / "wandb-dir"
+    import sys
+
+    if sys.modules.get("wandb") is not None:
+        sys.modules["wandb"].teardown()  # ends its service process (and resets its settings for the next test)
+    assert not child_processes("wandb-core")
+
+
 @pytest.fixture(scope="session")
 def small_runs(tmp_path_factory) -> Path:
     """A working folder as a competitor leaves it, made once per session for the lb and report tests:

@@ -13,6 +13,7 @@ from competition.core.names import NAMES, Table, did_you_mean
 from competition.core.tta import check_square, parse_tta
 from competition.train.losses import LOSSES, MixedLoss
 from competition.train.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from competition.train.trackers import TRACKERS
 
 
 def test_a_table_raises_on_an_unknown_name_with_the_closest_one():
@@ -38,6 +39,7 @@ def test_the_settings_accept_exactly_the_names_the_tables_build():
     assert CHOICES["optimizer"] == OPTIMIZERS.names == NAMES["optimizer"]
     assert CHOICES["scheduler"] == SCHEDULES.names == NAMES["scheduler"]
     assert LOSSES.names == NAMES["loss"]
+    assert TRACKERS.names == NAMES["tracker"]
     with pytest.raises(UsageError, match="optimizer='adamx'"):
         resolve(sets=["optimizer=adamx"])
 
@@ -65,6 +67,27 @@ def test_every_declared_optimiser_and_schedule_builds_and_steps(optimizer, sched
     assert type(opt).__name__.lower() == optimizer
     assert weight.detach().ne(1).all()  # it learned
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1) if scheduler == "none" else opt.param_groups[0]["lr"] < 0.1
+
+
+@pytest.mark.parametrize("name", NAMES["tracker"])
+def test_every_declared_tracker_builds_and_records_a_run(name, tmp_path, wandb_offline):
+    from PIL import Image
+
+    runs = tmp_path / "runs"
+    (runs / "r").mkdir(parents=True)
+    Image.new("RGB", (24, 8), "red").save(runs / "overlay_0.png")
+    cfg = resolve(sets=[f"tracker={name}"]) | {"model": "unet"}
+    tracker = TRACKERS[name](cfg, runs / "r", {}, lambda _: None)
+    tracker.epoch(0, {"fold": 0, "epoch": 1, "train_loss": 1.0, "miou_image": 0.25, "lr": 1e-3})
+    tracker.images(0, [runs / "overlay_0.png"], 1)
+    tracker.fold_done(0, {"fold": 0, "miou": 0.25})
+    tracker.finish([{"fold": 0, "miou": 0.25}], 0.25, 0.0)
+    written = {
+        "tensorboard": list((runs / "r").rglob("events.out.tfevents*")),
+        "mlflow": list(runs.glob("mlflow.db")),
+        "wandb": list(wandb_offline.glob("wandb/offline-run-*/run-*.wandb")),
+    }
+    assert {k for k, files in written.items() if files} == ({name} - {"none"})
 
 
 # ------------------------------------------------------------------ TTA: one parser

@@ -31,6 +31,18 @@ def test_an_older_run_folder_is_upgraded(tmp_path):
     assert {k: cfg[k] for k in ("fc6", "val_tta", "oom")} == {k: DEFAULTS[k] for k in ("fc6", "val_tta", "oom")}
 
 
+def test_an_old_runs_text_tracker_mlflow_keeps_tensorboard_and_a_new_runs_list_is_read_as_saved(tmp_path):
+    from competition.core.runs import write_config as save
+
+    old = resolve(flags={"epochs": 3})
+    old["tracker"] = "mlflow"  # before tracker was a list, mlflow meant TensorBoard + MLflow
+    assert read_config(write_config(tmp_path / "old", old))["tracker"] == "tensorboard,mlflow"
+    for value in ("mlflow", "tensorboard,wandb", "none"):  # saved by this version: exactly what was chosen
+        save(tmp_path / value, resolve(sets=[f"tracker={value}"]))
+        assert json.loads((tmp_path / value / "config.json").read_text())["tracker"] == value.split(",")
+        assert read_config(tmp_path / value)["tracker"] == value
+
+
 @pytest.mark.parametrize(
     "content,message",
     [

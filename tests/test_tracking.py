@@ -1,9 +1,12 @@
-"""TensorBoard event files in run folders: per fold every epoch's scalars (the same numbers as metrics.csv) and
-the prediction overlays; per run the fold scores and the CV mean; and `tensorboard --inspect --logdir runs`
-reads them. With tracker=mlflow: the same numbers, files and outcomes in MLflow."""
+"""The trackers (train/trackers). TensorBoard event files in run folders: per fold every epoch's scalars (the same
+numbers as metrics.csv) and the prediction overlays; per run the fold scores and the CV mean; and
+`tensorboard --inspect --logdir runs` reads them. With tracker=mlflow: the same numbers, files and outcomes in
+MLflow; with tracker=wandb in W&B (offline here: its run files read back); tracker=none writes none of them."""
 
 from __future__ import annotations
 
+import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -171,24 +174,29 @@ def test_search_trials_are_runs_of_the_study_experiment(tmp_path, capsys):
     assert {r.info.status for r in runs_logged} == {"FINISHED"}
 
 
-def test_tracker_mlflow_without_the_package_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "tracker,modules,install",
+    [("mlflow", ("mlflow", "mlflow.tracking"), "mlflow-skinny"), ("tensorboard,wandb", ("wandb",), "wandb")],
+)
+def test_a_tracker_without_its_package_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, tracker, modules,
+                                                                   install):  # fmt: skip
     from competition.cli import main
     from competition.data import write_sample_dataset
 
     root = write_sample_dataset(tmp_path / "data", n_train=8, n_test=2, size=40)
-    for name in ("mlflow", "mlflow.tracking"):
+    for name in modules:
         monkeypatch.setitem(sys.modules, name, None)  # `import mlflow.tracking` raises ImportError
     runs = tmp_path / "runs"
-    code = main(["train", "unet", "--data", str(root), "--runs-dir", str(runs), "--set", "tracker=mlflow"])
+    code = main(["train", "unet", "--data", str(root), "--runs-dir", str(runs), "--set", f"tracker={tracker}"])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 1, err
-    assert "tracker=mlflow" in errors[0] and "mlflow-skinny" in errors[0]
+    assert f"tracker={tracker}" in errors[0] and f"pip install -c requirements.lock {install}" in errors[0]
     assert not runs.exists() or not any(runs.iterdir())  # nothing started
 
 
 def test_logged_store_addresses_never_show_a_password():
-    from competition.train.mlflow_run import shown_uri
+    from competition.train.trackers.mlflow import shown_uri
 
     shown = shown_uri("postgresql://team:s3cret-pw@db.example:5432/mlflow")
     assert "s3cret-pw" not in shown and shown == "postgresql://team:***@db.example:5432/mlflow"
@@ -197,7 +205,7 @@ def test_logged_store_addresses_never_show_a_password():
 
 def test_a_store_that_cannot_be_opened_fails_the_run_before_training_in_one_line(tiny_cfg, tmp_path, monkeypatch):
     from competition.train import train_run
-    from competition.train.mlflow_run import TrackerError
+    from competition.train.trackers import TrackerError
 
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")
@@ -230,9 +238,202 @@ def test_a_store_that_fails_mid_run_is_one_warning_and_the_run_finishes(tiny_cfg
 
 
 def test_store_errors_are_shown_without_the_password():
-    from competition.train.mlflow_run import MlflowRun
+    from competition.train.trackers.mlflow import MlflowRun
 
     run = MlflowRun.__new__(MlflowRun)  # the error wording alone; no store is opened
     run.uri = "postgresql://team:s3cret-pw@db.example:5432/mlflow"
     said = run._say(RuntimeError("connection to postgresql://team:s3cret-pw@db.example failed\nmore lines"))
     assert said == "connection to postgresql://team:***@db.example failed"
+
+
+# --- Weights & Biases (--set tracker=wandb; offline: no account, no network) ------------------------------------
+
+
+def wandb_records(path: Path):
+    """The records of one W&B run file (`run-<id>.wandb`: a LevelDB-style log of protobuf records, as `wandb sync`
+    reads it): 32 KiB blocks of chunks, each with a 7-byte header (crc, length, type: full, first, middle, last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", path
+    position, block, pending = 7, 32768, b""
+    while position + 7 <= len(data):
+        room = block - position % block
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        if room < 7 or (kind == 0 and length == 0):  # the padded end of a block
+            position += room
+            continue
+        pending += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def wandb_runs(folder: Path) -> list[dict]:
+    """Every offline W&B run under `folder`/wandb, oldest first: id, project, name, config, history rows,
+    summary (its updates merged) and exit code."""
+    runs = []
+    for path in sorted(folder.glob("wandb/offline-run-*/run-*.wandb"), key=lambda p: p.parent.name):
+        run = {"dir": path.parent, "history": [], "summary": {}, "exit_code": None}
+        for record in wandb_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                run |= {"id": record.run.run_id, "project": record.run.project, "name": record.run.display_name}
+                run["config"] = {i.key: json.loads(i.value_json) for i in record.run.config.update}
+            elif kind == "history":
+                run["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                       for i in record.history.item})  # fmt: skip
+            elif kind == "summary":
+                run["summary"] |= {i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                   for i in record.summary.update}  # fmt: skip
+            elif kind == "exit":
+                run["exit_code"] = record.exit.exit_code
+        runs.append(run)
+    return runs
+
+
+def logged(run: dict, fold: int, tag: str) -> list[tuple[int, float]]:
+    """(fold_<i>/epoch, value) of every history row of a W&B run holding `fold_<i>/<tag>`."""
+    key = f"fold_{fold}/{tag}"
+    return [(row[f"fold_{fold}/epoch"], row[key]) for row in run["history"] if key in row]
+
+
+def test_tensorboard_and_wandb_log_every_epoch_and_a_resume_continues_the_same_wandb_run(
+    tiny_cfg, tmp_path, wandb_offline, monkeypatch
+):
+    from competition.train import train_run
+
+    monkeypatch.delenv("WANDB_DIR")  # the default: <runs>/wandb
+    cfg = {**tiny_cfg, "tracker": "tensorboard,wandb"}
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_fold_1(fold: int, epoch: int, mean: float, row: dict) -> None:
+        if fold == 1:
+            raise Stop
+
+    runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "r6"
+    with pytest.raises(Stop):
+        train_run(cfg, run_dir, lambda _: None, on_epoch=stop_in_fold_1)
+    [first] = wandb_runs(runs)
+    assert first["exit_code"] == 1 and first["summary"]["stopped"] == "KILLED"
+    assert first["id"] == read_json(run_dir / "run.json")["wandb_run"]["id"]
+    results = train_run(cfg, run_dir, lambda _: None)  # resumes: fold 0 finished, fold 1 from its last epoch
+    first, second = wandb_runs(runs)
+    assert second["id"] == first["id"] and second["exit_code"] == 0  # one W&B run, synced in order
+    assert (second["project"], second["name"]) == ("unet", "r6")
+    assert second["config"]["lr"] == cfg["lr"] and second["config"]["tracker"] == "tensorboard,wandb"
+    history = pd.read_csv(run_dir / "metrics.csv")
+    for fold in (0, 1):
+        rows = history[history["fold"] == fold]
+        for column, tag in (("train_loss", "loss/train"), ("miou_image", "miou/image"), ("lr", "lr")):
+            values = logged(first, fold, tag) + logged(second, fold, tag)
+            assert [e for e, _ in values] == rows["epoch"].tolist()  # fold 1: epoch 1 before the stop, 2 after
+            assert [v for _, v in values] == pytest.approx(rows[column].tolist(), rel=1e-6)
+        acc = events(run_dir / f"fold_{fold}")  # TensorBoard has the same epochs
+        assert [e.step for e in acc.Scalars("loss/train")] == rows["epoch"].tolist()
+    for run in (first, second):
+        steps = [row["_step"] for row in run["history"]]
+        assert steps == sorted(set(steps))  # W&B's own step only grows
+    best = read_json(run_dir / "fold_1" / "result.json")["best_epoch"]
+    [picture] = [row for row in second["history"] if "fold_1/predictions/overlay_1/_type" in row]
+    assert picture["fold_1/predictions/overlay_1/_type"] == "image-file" and picture["fold_1/epoch"] == best
+    assert (second["dir"] / "files" / picture["fold_1/predictions/overlay_1/path"]).is_file()
+    assert second["summary"]["cv/miou"] == pytest.approx(results["miou"])
+    assert second["summary"]["cv/miou_std"] == pytest.approx(results["miou_std"])
+    folds = [(row["cv/fold"], row["cv/fold_miou"]) for row in second["history"] if "cv/fold_miou" in row]
+    assert folds == [(f["fold"], pytest.approx(f["miou"])) for f in results["folds"]]
+    assert events(run_dir).Scalars("cv/mean_miou")[0].value == pytest.approx(results["miou"])
+    assert not (tmp_path / "wandb").exists() and not wandb_offline.exists()  # nothing in the cwd or elsewhere
+
+
+def test_tracker_none_writes_no_tracker_files(tiny_cfg, tmp_path):
+    from competition.train import train_run
+
+    run_dir = tmp_path / "runs" / "r7"
+    results = train_run({**tiny_cfg, "tracker": "none", "epochs": 1, "folds": 2}, run_dir, lambda _: None)
+    assert len(results["folds"]) == 2 and (run_dir / "results.json").exists()
+    assert not list(tmp_path.rglob("events.out.tfevents*"))
+    assert not (tmp_path / "runs" / "mlflow.db").exists() and not (tmp_path / "runs" / "wandb").exists()
+    assert {"mlflow_run", "wandb_run"}.isdisjoint(read_json(run_dir / "run.json"))
+
+
+def test_an_unknown_tracker_is_one_usage_line_with_the_closest_name(tmp_path, capsys):
+    from competition.cli import main
+    from competition.data import write_sample_dataset
+
+    root = write_sample_dataset(tmp_path / "data", n_train=8, n_test=2, size=40)
+    runs = tmp_path / "runs"
+    code = main(["train", "unet", "--data", str(root), "--runs-dir", str(runs), "--set", "tracker=tensorbord"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, errors
+    assert "tracker='tensorbord'" in errors[0] and "did you mean 'tensorboard'?" in errors[0]
+    assert "tensorboard, mlflow, wandb" in errors[0]
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+@pytest.mark.parametrize(
+    "value,reason",
+    [("tensorboard,tensorboard", "listed twice"), ("none,wandb", "none with other"), ("tensorboard,", "empty")],
+)
+def test_a_tracker_list_names_each_backend_once_and_none_alone(value, reason):
+    from competition.core.config import resolve
+    from competition.core.errors import UsageError
+
+    with pytest.raises(UsageError, match=reason):
+        resolve(sets=[f"tracker={value}"])
+    assert resolve(sets=["tracker=tensorboard, mlflow,wandb"])["tracker"] == "tensorboard,mlflow,wandb"
+    assert resolve(sets=["tracker=[wandb, tensorboard]"])["tracker"] == "wandb,tensorboard"
+
+
+def test_a_wandb_run_that_cannot_start_fails_the_run_before_training_in_one_line(
+    tiny_cfg, tmp_path, wandb_offline, monkeypatch
+):
+    import wandb
+
+    from competition.train import train_run
+    from competition.train.trackers import TrackerError
+
+    monkeypatch.setenv("WANDB_API_KEY", "k3y-s3cret")
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("api key k3y-s3cret refused by the server\nmore lines")
+
+    monkeypatch.setattr(wandb, "init", refused)
+    run_dir = tmp_path / "runs" / "r8"
+    with pytest.raises(TrackerError, match=r"^tracker=wandb: cannot start the W&B run in project unet") as caught:
+        train_run({**tiny_cfg, "tracker": "tensorboard,wandb"}, run_dir, lambda _: None)
+    assert "\n" not in str(caught.value) and "k3y-s3cret" not in str(caught.value) and "***" in str(caught.value)
+    info = read_json(run_dir / "run.json")
+    assert info["status"] == "failed" and "cannot start the W&B run" in info["reason"]
+    assert not list(run_dir.glob("fold_*/metrics.csv"))  # no epoch was trained
+
+
+def test_wandb_writes_that_fail_later_are_one_warning_and_the_project_is_wandb_project(
+    tiny_cfg, tmp_path, wandb_offline, monkeypatch
+):
+    from competition.train.trackers import TRACKERS
+
+    monkeypatch.setenv("WANDB_PROJECT", "mine")
+    run_dir = tmp_path / "runs" / "r9"
+    run_dir.mkdir(parents=True)
+    lines: list[str] = []
+    tracker = TRACKERS["wandb"](tiny_cfg, run_dir, {}, lines.append)
+    assert read_json(run_dir / "run.json")["wandb_run"]["project"] == "mine"
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("api.wandb.ai went away")
+
+    monkeypatch.setattr(tracker.run, "log", unreachable)
+    row = {"fold": 0, "epoch": 1, "train_loss": 1.0, "miou_image": 0.5}
+    tracker.epoch(0, row)
+    tracker.epoch(0, {**row, "epoch": 2})
+    tracker.finish([{"fold": 0, "miou": 0.5}], 0.5, 0.0)
+    warnings = [line for line in lines if line.startswith("warning: wandb")]
+    assert len(warnings) == 1 and "api.wandb.ai went away" in warnings[0], lines
+    [run] = wandb_runs(wandb_offline)
+    assert run["project"] == "mine" and run["exit_code"] == 1  # ended, marked as not complete

@@ -13,7 +13,7 @@ import yaml
 
 from competition.core.errors import UsageError, UserError
 from competition.core.lossspec import parse_loss
-from competition.core.names import NAMES, did_you_mean
+from competition.core.names import NAMES, did_you_mean, tracker_names
 from competition.core.tta import check_square, parse_tta
 
 DEFAULTS: dict[str, Any] = {
@@ -72,8 +72,9 @@ DEFAULTS: dict[str, Any] = {
     "save_oof": True,
     "overlays": 4,  # prediction overlay PNGs per fold
     "val_tta": "none",  # TTA views of validation and out-of-fold probabilities (as --tta): none, hflip, d4, ...
-    # tracking: TensorBoard event files always; mlflow also logs every run to MLflow (train/mlflow_run.py;
-    # MLFLOW_TRACKING_URI when set, else the SQLite store <runs>/mlflow.db)
+    # tracking (train/trackers): a comma-separated list of tensorboard (event files in the run folder), mlflow
+    # (MLFLOW_TRACKING_URI, else <runs>/mlflow.db), wandb (Weights & Biases; WANDB_MODE=offline without an
+    # account), e.g. tensorboard,wandb; or none
     "tracker": "tensorboard",
 }
 
@@ -100,7 +101,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "amp": ("auto", "bf16", "fp16", "off"),
     "sampler": ("shuffle", "balanced"),
     "oom": ("fail", "halve"),
-    "tracker": ("tensorboard", "mlflow"),
 }
 # Type and range of every other setting: (kind, low, high); None = unbounded. Kinds: int, float, bool, text,
 # optional-text (None allowed), and the special ones checked below (classes, loss, class_weights, fold, ...).
@@ -138,7 +138,7 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "save_oof": ("bool", None, None),
     "overlays": ("int", 0, 10_000),
 }
-SPECIAL = ("classes", "loss", "class_weights", "fold", "image_size", "val_tta")
+SPECIAL = ("classes", "loss", "class_weights", "fold", "image_size", "val_tta", "tracker")
 # Settings that change how fast a run goes, not what it learns: never "fixed", free to change on resume.
 MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof", "image_cache", "oom", "tracker"})
 # Settings `predict` and `ensemble` take with --set (the rest is the run's own).
@@ -230,6 +230,12 @@ def _number(value: Any, integer: bool) -> int | float | None:
 
 
 def _check_special(key: str, value: Any, bad: Any) -> Any:
+    if key == "tracker":
+        try:
+            return ",".join(tracker_names(value))
+        except ValueError as e:
+            backends = ", ".join(n for n in NAMES["tracker"] if n != "none")
+            raise bad(f"one or more of {backends} joined by commas (e.g. tensorboard,wandb), or none; {e}") from None
     if key == "fold":
         if value is None:
             return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from competition.core.errors import UsageError
 
@@ -32,6 +32,26 @@ def did_you_mean(word: str, options: Iterable[str], n: int = 1) -> str:
     """`; did you mean 'x'?` for the closest option(s), or '' when none is close."""
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=n)
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def tracker_names(value: Any) -> tuple[str, ...]:
+    """The backends a tracker setting lists (`tensorboard,wandb`, or a list of names), each once; `none` alone.
+
+    Raises ValueError saying what is wrong (an unknown name with the closest one, a repeat, none with others)."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else None
+    if not items or not all(isinstance(item, str) for item in items):
+        raise ValueError("no tracker name")
+    names = tuple(item.strip() for item in items)
+    for name in names:
+        if not name:
+            raise ValueError("an empty name")
+        if name not in NAMES["tracker"]:
+            raise ValueError(f"unknown tracker {name!r}{did_you_mean(name, NAMES['tracker'])}")
+    if len(set(names)) < len(names):
+        raise ValueError("a tracker listed twice")
+    if "none" in names and len(names) > 1:
+        raise ValueError("none with other trackers")
+    return names
 
 
 class Table(Generic[T]):

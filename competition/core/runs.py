@@ -7,13 +7,14 @@ runs/<id>/config.json        resolved settings (defaults < model < file < --set 
           metrics.csv        every epoch of every fold
           per_class_iou.csv  per-class IoU per fold and mean
           *.png              learning curves, per-class IoU bars
-          events.out.tfevents.*  TensorBoard: the folds' scores and CV mean (fold_<i>/: every epoch, overlays)
+          events.out.tfevents.*  tracker=tensorboard: the folds' scores and CV mean (fold_<i>/: epochs, overlays)
           fold_<i>/best.pt   best checkpoint of the fold (state dict; loaded with weights_only=True)
           fold_<i>/last.pt   resume state of an unfinished fold (removed when the fold is done)
           fold_<i>/result.json, metrics.csv, oof.npy (uint8 [n, C, 256, 256]) + oof.json, overlay_*.png
           test/probs.npy     test probabilities of `predict` (uint8) + probs.json
           .lock              held (flock) while a process trains in the folder
-runs/mlflow.db, mlartifacts/     the MLflow store of tracker=mlflow (train/mlflow_run.py)
+runs/mlflow.db, mlartifacts/     the MLflow store of tracker=mlflow (train/trackers/mlflow.py)
+runs/wandb/                      W&B's run files of tracker=wandb unless WANDB_DIR (train/trackers/wandb.py)
 ```
 
 A run is referred to by its id, a unique id prefix, its folder, `trial:STUDY:NUMBER` or `best:STUDY` (the best
@@ -32,6 +33,7 @@ from typing import Any
 from competition.core.config import validate
 from competition.core.errors import UserError
 from competition.core.fileio import read_json, write_json
+from competition.core.names import tracker_names
 
 
 def new_run_id(model: str) -> str:
@@ -52,8 +54,9 @@ def fold_dir(run_dir: Path, fold: int) -> Path:
 
 def read_config(run_dir: Path, missing_ok: bool = False) -> dict[str, Any]:
     """A run's saved settings (config.json), checked and upgraded: keys newer than the run take their defaults
-    and older spellings their current form (config.validate). The one way every stage reads a run's settings;
-    a damaged file is one UserError naming it, and so is a missing one unless `missing_ok` (then {})."""
+    and older spellings their current form (config.validate; the text `tracker: mlflow` of a run saved before
+    tracker lists meant MLflow beside TensorBoard: `tensorboard,mlflow`). The one way every stage reads a run's
+    settings; a damaged file is one UserError naming it, and so is a missing one unless `missing_ok` (then {})."""
     path = Path(run_dir) / "config.json"
     if missing_ok and not path.exists():
         return {}
@@ -65,6 +68,8 @@ def read_config(run_dir: Path, missing_ok: bool = False) -> dict[str, Any]:
         raise UserError(f"{path}: not a readable settings file ({str(e).splitlines()[0][:120]})") from None
     if not isinstance(cfg, dict):
         raise UserError(f"{path}: expected a mapping of settings, got {type(cfg).__name__}")
+    if cfg.get("tracker") == "mlflow":  # saved as text before tracker was a list: MLflow came with TensorBoard
+        cfg["tracker"] = "tensorboard,mlflow"
     try:
         return validate(cfg, str(path))
     except UserError as e:
@@ -72,7 +77,10 @@ def read_config(run_dir: Path, missing_ok: bool = False) -> dict[str, Any]:
 
 
 def write_config(run_dir: Path, cfg: dict[str, Any]) -> None:
-    """Save a run's resolved settings as its config.json (atomically)."""
+    """Save a run's resolved settings as its config.json (atomically); the tracker setting as a JSON list, which
+    tells it from the text `mlflow` of older runs (read_config)."""
+    if "tracker" in cfg:
+        cfg = {**cfg, "tracker": list(tracker_names(cfg["tracker"]))}
     write_json(Path(run_dir) / "config.json", cfg)
 
 

@@ -36,11 +36,10 @@ from competition.train.averaging import WeightAverage
 from competition.train.evaluate import evaluate
 from competition.train.hooks import EpochHook, FoldHook, Hooks
 from competition.train.losses import MixedLoss
-from competition.train.mlflow_run import TrackerError, open_mlflow
 from competition.train.optim import build_optimizer, build_scheduler
 from competition.train.setup import DeviceBatches, Setup, build_model, class_weights, fold_indices, loaders, prepare
 from competition.train.summary import summarize_run
-from competition.train.tracking import FoldTracker
+from competition.train.trackers import TrackerError, open_trackers
 
 
 class NonFiniteLoss(UserError):
@@ -120,17 +119,16 @@ def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, hooks: Hooks) ->
     indices = fold_indices(cfg, setup.folds)
     pending = [f for f in indices if not (fold_dir(run_dir, f) / "result.json").exists()]
     setup.steps = Steps(len(pending) * int(cfg["epochs"]), f"run {run_dir.name}", "epoch")
-    setup.mlflow = open_mlflow(cfg, run_dir, info, log)
+    setup.trackers = open_trackers(cfg, run_dir, info, log)
     stopped: list[BaseException] = []  # what a hook raised to stop the run (pruning)
     try:
         done = _train_folds(setup, run_dir, indices, hooks.recording(stopped))
-    except BaseException as e:
-        if setup.mlflow is not None:  # pruned or interrupted: KILLED; an error: FAILED
-            setup.mlflow.end("KILLED" if stopped or not isinstance(e, Exception) else "FAILED")
+    except BaseException as e:  # pruned or interrupted: KILLED; an error: FAILED
+        setup.trackers.end("KILLED" if stopped or not isinstance(e, Exception) else "FAILED")
         raise
     finally:
         setup.steps.close()
-    results = summarize_run(run_dir, cfg, setup.classes, [done[f] for f in indices], log, setup.mlflow)
+    results = summarize_run(run_dir, cfg, setup.classes, [done[f] for f in indices], log, setup.trackers)
     update_run(run_dir, status="complete", finished=now())
     return results
 
@@ -189,32 +187,30 @@ def train_fold(
     cfg = setup.cfg
     f = build_fold(setup, fold, out)
     epochs = int(cfg["epochs"])
-    tracker = FoldTracker(out, fold, setup.mlflow)  # scalars every epoch, prediction overlays at the end
     if setup.steps is not None:
         setup.steps.skip(f.state["epoch"])  # epochs a resumed fold had done
-    try:
-        for epoch in range(f.state["epoch"], epochs):
-            seed_everything(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
-            # the shuffle order is a function of the epoch alone, so a resumed fold replays the same batches
-            f.train_loader.loader.generator.manual_seed(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
-            start = time.time()
-            desc = f"fold {fold} epoch {epoch + 1}/{epochs}"
-            train_loss = train_epoch(f, setup, desc)
-            f.average.after_epoch(f.model, epoch + 1)
-            scores, val_loss = evaluate(f.average.evaluated(f.model), f.val_loader, setup)
-            record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
-            tracker.epoch(f.state["history"][-1])
-            check_interrupt()
-            on_epoch(epoch, f.state["best"], f.state["history"][-1])
-            if cfg["early_stop"] and f.state["stale"] >= int(cfg["early_stop"]):
-                setup.log(f"fold {fold}: early stop after {epoch + 1} epochs ({f.state['stale']} without improvement)")
-                if setup.steps is not None:
-                    setup.steps.skip(epochs - epoch - 1)
-                break
-        result = finish_fold(f, setup)
-        tracker.predictions(result["best_epoch"])
-    finally:
-        tracker.close()
+    for epoch in range(f.state["epoch"], epochs):
+        seed_everything(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
+        # the shuffle order is a function of the epoch alone, so a resumed fold replays the same batches
+        f.train_loader.loader.generator.manual_seed(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
+        start = time.time()
+        desc = f"fold {fold} epoch {epoch + 1}/{epochs}"
+        train_loss = train_epoch(f, setup, desc)
+        f.average.after_epoch(f.model, epoch + 1)
+        scores, val_loss = evaluate(f.average.evaluated(f.model), f.val_loader, setup)
+        record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
+        setup.trackers.epoch(fold, f.state["history"][-1])
+        check_interrupt()
+        on_epoch(epoch, f.state["best"], f.state["history"][-1])
+        if cfg["early_stop"] and f.state["stale"] >= int(cfg["early_stop"]):
+            setup.log(f"fold {fold}: early stop after {epoch + 1} epochs ({f.state['stale']} without improvement)")
+            if setup.steps is not None:
+                setup.steps.skip(epochs - epoch - 1)
+            break
+    result = finish_fold(f, setup)
+    overlays = sorted(out.glob("overlay_*.png"), key=lambda p: int(p.stem.split("_")[1]))
+    setup.trackers.images(fold, overlays, result["best_epoch"])  # the kept checkpoint's predictions
+    setup.trackers.fold_done(fold, result)
     return result
 
 

@@ -12,7 +12,7 @@ from competition.core.errors import UsageError
 from competition.core.log import Log
 from competition.core.runs import read_config
 from competition.data import DataRoot, is_sample, resolve_data_root
-from competition.train.mlflow_run import check_tracker
+from competition.train.trackers import check_trackers
 
 
 def new_run_settings(model: str, data: str | None, given: dict[str, Any], log: Log) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def new_run_settings(model: str, data: str | None, given: dict[str, Any], log: L
     cfg = resolve(spec.defaults, profile=QUICK_PROFILE if quick else None, given=given)
     cfg.update(model=spec.name, data=str(root))
     check_against_data(cfg)
-    check_tracker(cfg)
+    check_trackers(cfg)
     return cfg
 
 
@@ -60,5 +60,5 @@ def resume_settings(
         log(f"resuming with: {describe(given)}")
     log(f"resuming {run_dir} with its saved settings")
     cfg = validate({**cfg, **given})
-    check_tracker(cfg)
+    check_trackers(cfg)
     return cfg

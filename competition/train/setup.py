@@ -5,7 +5,7 @@ data loaders, class weights, the model.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from competition.data import (
     train_transform,
 )
 from competition.predict import pick_device
-from competition.train.mlflow_run import MlflowRun
+from competition.train.trackers import Trackers
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Setup:
     pixels: DecodeEachTime | None = None  # train_all's images at image_size (cached unless image_cache=false)
     pseudo_pixels: DecodeEachTime | None = None
     steps: Steps | None = None  # the run's epochs: a bar on a terminal, the ETA of the log lines
-    mlflow: MlflowRun | None = None  # tracker=mlflow: the run's MLflow run
+    trackers: Trackers = field(default_factory=lambda: Trackers([]))  # the run's chosen trackers (train/trackers)
 
 
 def prepare(cfg: dict[str, Any], runs_dir: Path, log: Log) -> Setup:

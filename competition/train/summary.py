@@ -1,5 +1,5 @@
-"""The end of a run: results.json, metrics.csv, per_class_iou.csv, plots, TensorBoard's CV scalars, the summary
-table, the MLflow run's end (tracker=mlflow), and a warning when the kept checkpoints predict (almost) only background.
+"""The end of a run: results.json, metrics.csv, per_class_iou.csv, plots, the trackers' end (the CV scores), the
+summary table, and a warning when the kept checkpoints predict (almost) only background.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from competition.core.fileio import write_csv, write_json
 from competition.core.log import Log
 from competition.core.runs import fold_dir
 from competition.data import ClassTable
-from competition.train.mlflow_run import MlflowRun
 from competition.train.plots import learning_curves, per_class_bars
-from competition.train.tracking import track_run
+from competition.train.trackers import Tracker
 
 # A kept checkpoint that predicts less foreground than this share of the true foreground has not learned yet.
 BACKGROUND_ONLY = 0.05
@@ -29,9 +28,10 @@ def summarize_run(
     classes: ClassTable,
     results: list[dict[str, Any]],
     log: Log,
-    mlflow: MlflowRun | None = None,
+    trackers: Tracker | None = None,
 ) -> dict[str, Any]:
-    """results.json, metrics.csv, per_class_iou.csv, plots and the summary table of a finished run."""
+    """results.json, metrics.csv, per_class_iou.csv, plots and the summary table of a finished run; the
+    trackers' finish (after the files, which a tracker may upload)."""
     scores = [r["miou"] for r in results]
     per_class = pd.DataFrame(
         [[math.nan if v is None else v for v in r["per_class"]] for r in results],
@@ -61,7 +61,8 @@ def summarize_run(
     write_json(run_dir / "results.json", summary)
     learning_curves(history, run_dir / "learning_curves.png")
     per_class_bars(list(classes.names), per_class.loc["mean"].tolist(), run_dir / "per_class_iou.png")
-    track_run(run_dir, results, summary["miou"], summary["miou_std"], mlflow)
+    if trackers is not None:
+        trackers.finish(results, summary["miou"], summary["miou_std"])
 
     log("")
     log(f"{'fold':>4} {'best epoch':>10} {'mIoU(image)':>11} {'mIoU(dataset)':>13} {'pixel acc':>9}")

@@ -1,4 +1,4 @@
-"""MLflow tracking (`--set tracker=mlflow`): one MLflow run per training run, beside the TensorBoard files.
+"""MLflow tracking (`--set tracker=mlflow`, or with others: `tensorboard,mlflow`): one MLflow run per training run.
 
 The store is MLFLOW_TRACKING_URI when set (a server, another database), else a local SQLite store in the runs
 folder, `<runs>/mlflow.db`, with artifacts under `<runs>/mlartifacts/` (see it with
@@ -8,8 +8,8 @@ The experiment is the study of a search trial, else the model. The MLflow run is
 carries:
 - params: the run's resolved settings (logged once, when the MLflow run is created);
 - tags: run folder, model, study and trial number when the run is a trial;
-- metrics: `fold_<i>/<metric>` every epoch (step = epoch, so a resumed fold continues its curves), and
-  `cv/fold_miou` (step = fold), `cv/miou`, `cv/miou_std` at the end;
+- metrics: `fold_<i>/<tag>` every epoch (the TensorBoard tags; step = epoch, so a resumed fold continues its
+  curves), and `cv/fold_miou` (step = fold), `cv/miou`, `cv/miou_std` at the end;
 - artifacts: results.json, metrics.csv, per_class_iou.csv, config.json, the run's PNGs, each fold's overlays.
 
 Its id is kept in run.json (`mlflow_run`), so a resumed run logs into the same MLflow run. A pruned or
@@ -31,32 +31,24 @@ from competition.core.errors import UserError
 from competition.core.locks import exclusive_lock
 from competition.core.log import Log
 from competition.core.runs import update_run
+from competition.train.trackers.base import Tracker, TrackerError
+from competition.train.trackers.tensorboard import scalars
 
 # the kept run files logged as artifacts at the end of a run
 RUN_ARTIFACTS = ("results.json", "metrics.csv", "per_class_iou.csv", "config.json", "learning_curves.png",
                  "per_class_iou.png")  # fmt: skip
 
 
-class TrackerError(UserError):
-    """The MLflow store could not be opened (the run is marked failed with this reason)."""
-
-
-def _client_class():
+def _client_class(setting: str = "tracker=mlflow"):
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise UserError(
-            "setting tracker=mlflow: the optional package mlflow is not installed; `./run.sh setup` installs it, "
+            f"setting {setting}: the optional package mlflow is not installed; `./run.sh setup` installs it, "
             "or `pip install -c requirements.lock mlflow-skinny` (or leave tracker=tensorboard)"
         ) from None
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its INFO lines about creating tables
     return MlflowClient
-
-
-def check_tracker(cfg: dict[str, Any]) -> None:
-    """tracker=mlflow needs the mlflow package: a one-line error before any work when it is missing."""
-    if cfg.get("tracker") == "mlflow":
-        _client_class()
 
 
 def tracking_uri(runs_dir: Path) -> str:
@@ -74,7 +66,7 @@ def shown_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class MlflowRun:
+class MlflowRun(Tracker):
     """The MLflow run of one training run; every call is a few small writes to the store.
 
     A store that cannot be opened stops the run before training (one line). A write that fails later (a server
@@ -141,6 +133,16 @@ class MlflowRun:
         where = (self.run_dir.parent.resolve() / "mlartifacts").as_uri() if ours else None
         return self.client.create_experiment(name, artifact_location=where)
 
+    @classmethod
+    def require(cls, setting: str) -> None:
+        _client_class(setting)
+
+    def epoch(self, fold: int, row: dict[str, Any]) -> None:
+        self.metrics({f"fold_{fold}/{tag}": v for tag, v in scalars(row).items()}, int(row["epoch"]))
+
+    def images(self, fold: int, paths: list[Path], step: int) -> None:
+        self.artifacts(sorted(paths), f"fold_{fold}")
+
     def metrics(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
@@ -165,8 +167,3 @@ class MlflowRun:
     def end(self, status: str) -> None:
         """A run that stopped before its end: KILLED (pruned, interrupted) or FAILED."""
         self._write(self.client.set_terminated, self.run_id, status=status)
-
-
-def open_mlflow(cfg: dict[str, Any], run_dir: Path, info: dict[str, Any], log: Log) -> MlflowRun | None:
-    """The run's MLflow run when tracker=mlflow, else None."""
-    return MlflowRun(cfg, Path(run_dir), info, log) if cfg.get("tracker") == "mlflow" else None
