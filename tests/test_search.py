@@ -263,15 +263,17 @@ def test_two_workers_on_a_journal_file(sample_root, space_file, tmp_path):
     runs = tmp_path / "runs"
     url = f"journal:{tmp_path / 'journal.log'}"
     proc = cli("search", "unet", "--data", str(sample_root), "--runs-dir", str(runs), "--space", str(space_file),
-               "--storage", url, "--workers", "2", "--trials", "4", "--pruner", "none", *TINY_ARGS)  # fmt: skip
+               "--storage", url, "--workers", "2", "--trials", "4", "--pruner", "wilcoxon", *TINY_ARGS)  # fmt: skip
     check_workers_result(url, "unet", runs, 4, proc)
+    trials = study_of(url, "unet").trials  # the per-image reports of the Wilcoxon pruner work on a journal file
+    assert all(t.user_attrs["reports"] == "images" and t.intermediate_values for t in trials)
 
 
 def test_two_workers_on_postgresql(sample_root, space_file, tmp_path, postgres_url):
     runs = tmp_path / "runs"
     name = f"pg-{os.getpid()}-{time.time_ns()}"
     proc = cli("search", "unet", "--data", str(sample_root), "--runs-dir", str(runs), "--space", str(space_file),
-               "--storage", postgres_url, "--study", name, "--workers", "2", "--trials", "4", "--pruner", "none",
+               "--storage", postgres_url, "--study", name, "--workers", "2", "--trials", "4", "--pruner", "wilcoxon",
                *TINY_ARGS)  # fmt: skip
     check_workers_result(postgres_url, name, runs, 4, proc)
     password = postgres_url.split(":")[2].split("@")[0]
