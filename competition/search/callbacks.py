@@ -28,7 +28,7 @@ def progress_callback(steps: Steps, log: Log) -> Callable[[optuna.Study, Any], N
         value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
         state = trial.state.name.lower()
         if PRUNED in trial.user_attrs:
-            state, value = f"pruned after fold {trial.user_attrs[PRUNED]['after_fold']}", f"{value} (partial)"
+            state, value = f"pruned after {trial.user_attrs[PRUNED]['after_fold']} folds", f"{value} (partial)"
         eta = f", ETA {steps.eta()}" if done < total else ""
         log(f"trial {trial.number} {state}: {value}; {min(done, total)}/{total} done{eta}; {best}")
 

@@ -92,7 +92,7 @@ def summarize_study(
 def _trained(trial: FrozenTrial) -> str:
     """`all folds`, or `pruned after fold k` (its value is then partial)."""
     pruned = trial.user_attrs.get(PRUNED)
-    return f"pruned after {pruned['after_fold']}" if pruned else "all folds"
+    return f"pruned, {pruned['after_fold']} folds" if pruned else "all folds"
 
 
 def _row(trial: FrozenTrial) -> dict[str, Any]:

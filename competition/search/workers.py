@@ -73,7 +73,7 @@ def run_worker(job: SearchJob, n_trials: int, log: Log = print, study: optuna.St
                 pruner=job.study.pruner,
                 owner=owner,
                 log=log,
-            ),  # fmt: skip
+            ),
             n_trials=n_trials,
             timeout=job.timeout,
             catch=(NonFiniteLoss, OutOfMemory),  # fails that trial (reason in its user attributes); search goes on
