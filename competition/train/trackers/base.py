@@ -15,6 +15,7 @@ training). A write failing later is the backend's to report as one warning line:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,25 @@ STATUSES = ("KILLED", "FAILED")
 
 class TrackerError(UserError):
     """A tracker's store could not be opened (the run is marked failed with this reason)."""
+
+
+class BestEffort:
+    """A remote backend's writes once it is open: the first that fails is one warning line, and the run goes on
+    without that backend (`broken`): its folder keeps everything."""
+
+    def __init__(self, log: Log, backend: str, where: str, say: Callable[[BaseException], str]):
+        self.log, self.backend, self.where, self.say = log, backend, where, say  # say: an error's masked line
+        self.broken = False
+
+    def __call__(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self.broken:
+            return
+        try:
+            call(*args, **kwargs)
+        except Exception as e:
+            self.broken = True
+            self.log(f"warning: {self.backend}: logging to {self.where} failed ({self.say(e)}); the run goes on "
+                     f"without it, its folder keeps everything")  # fmt: skip
 
 
 class Tracker:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,7 +30,7 @@ from competition.core.errors import UserError
 from competition.core.locks import exclusive_lock
 from competition.core.log import Log
 from competition.core.runs import update_run
-from competition.train.trackers.base import Tracker, TrackerError
+from competition.train.trackers.base import BestEffort, Tracker, TrackerError
 from competition.train.trackers.tensorboard import scalars
 
 # the kept run files logged as artifacts at the end of a run
@@ -77,7 +76,7 @@ class MlflowRun(Tracker):
         self.run_dir = Path(run_dir)
         self.uri = tracking_uri(self.run_dir.parent)
         self.log = log
-        self.broken = False
+        self._write = BestEffort(log, "mlflow", shown_uri(self.uri), self._say)
         try:  # one process at a time opens the store: the first creates its tables, and creates experiments
             with exclusive_lock(self.run_dir.parent / ".mlflow.lock"):
                 self.client = client_class(tracking_uri=self.uri)
@@ -92,16 +91,6 @@ class MlflowRun(Tracker):
         text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         password = urlsplit(self.uri).password
         return text.replace(password, "***") if password else text
-
-    def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        if self.broken:
-            return
-        try:
-            call(*args, **kwargs)
-        except Exception as e:
-            self.broken = True
-            self.log(f"warning: mlflow: logging to {shown_uri(self.uri)} failed ({self._say(e)}); the run goes on "
-                     "without MLflow, its folder keeps everything")  # fmt: skip
 
     def _open(self, cfg: dict[str, Any], info: dict[str, Any], log: Log) -> None:
         previous = info.get("mlflow_run")

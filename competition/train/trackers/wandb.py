@@ -21,14 +21,13 @@ fails before training in one line; a write failing later is one warning line, an
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from competition.core.errors import UserError
 from competition.core.log import Log
 from competition.core.runs import update_run
-from competition.train.trackers.base import Tracker, TrackerError
+from competition.train.trackers.base import BestEffort, Tracker, TrackerError
 from competition.train.trackers.tensorboard import scalars
 
 
@@ -55,7 +54,8 @@ class WandbRun(Tracker):
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, info: dict[str, Any], log: Log):
         wandb = _wandb()
-        self.run_dir, self.log, self.broken = Path(run_dir), log, False
+        self.run_dir, self.log = Path(run_dir), log
+        self._write = BestEffort(log, "wandb", "W&B", say)
         self.folds: set[int] = set()  # folds whose x-axis is defined
         trial = info.get("trial") or {}
         project = os.environ.get("WANDB_PROJECT") or str(trial.get("study") or cfg["model"])
@@ -83,16 +83,6 @@ class WandbRun(Tracker):
     @classmethod
     def require(cls, setting: str) -> None:
         _wandb(setting)
-
-    def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        if self.broken:
-            return
-        try:
-            call(*args, **kwargs)
-        except Exception as e:
-            self.broken = True
-            self.log(f"warning: wandb: logging to W&B failed ({say(e)}); the run goes on without W&B, its folder "
-                     "keeps everything")  # fmt: skip
 
     def _axis(self, fold: int) -> str:
         """`fold_<i>/epoch`, the x-axis of the fold's metrics (defined once per run)."""
@@ -127,7 +117,7 @@ class WandbRun(Tracker):
         self._close(1)
 
     def _close(self, exit_code: int) -> None:
-        if not self.broken:
+        if not self._write.broken:
             self._write(self.run.finish, exit_code=exit_code)
             return
         try:  # a run that failed mid-way is still ended, quietly
