@@ -114,7 +114,9 @@ def enqueue_lrs(url, name, lrs):
         study.enqueue_trial({"lr": lr, "loss": "ce"})
 
 
-def fake_search(tmp_path, monkeypatch, values, *, epochs, folds, pruner="none", raise_for=None, **job_options):
+def fake_search(
+    tmp_path, monkeypatch, values, *, epochs, folds, pruner="none", raise_for=None, log=lambda m: None, **job_options
+):
     """A search of four enqueued trials (lr 1e-3, 2e-3, 3e-4, 1e-4) with train_run replaced by fake_training.
     Returns the search job (to launch again), the steps each lr reported, and a loader of the study."""
     fake, steps = fake_training(values, raise_for=raise_for)
@@ -124,7 +126,7 @@ def fake_search(tmp_path, monkeypatch, values, *, epochs, folds, pruner="none", 
     enqueue_lrs(url, "s", [1e-3, 2e-3, 3e-4, 1e-4])
     spec = search.StudySpec(url=url, name="s", pruner=pruner, sampler="tpe", sampler_seed=0)
     job = search.SearchJob(study=spec, base=cfg, space=SMALL_SPACE, runs_dir=tmp_path / "runs", **job_options)
-    search.launch(search.open_study(spec, cfg), job, 4, 1, lambda m: None)
+    search.launch(search.open_study(spec, cfg), job, 4, 1, log)
     return job, steps, lambda: study_of(url, "s")
 
 
@@ -150,10 +152,16 @@ def test_pruning_reports_running_mean_at_global_steps(tmp_path, monkeypatch):
 
 def test_epoch_budget_stops_starting_trials(tmp_path, monkeypatch):
     values = {1e-3: 0.5, 2e-3: 0.6, 3e-4: 0.4, 1e-4: 0.1}
-    job, steps, study_now = fake_search(tmp_path, monkeypatch, values, epochs=3, folds=2, epoch_budget=10)
+    lines = []
+    job, steps, study_now = fake_search(
+        tmp_path, monkeypatch, values, epochs=3, folds=2, epoch_budget=10, log=lines.append
+    )
     study = study_now()
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 2 and search.epochs_spent(study) == 12  # 6 < 10 after one trial, 12 after two
+    trial_lines = [line for line in lines if line.startswith("trial ")]
+    assert "6/10 epochs, ETA " in trial_lines[0]  # progress and ETA count epochs under a budget, not --trials
+    assert "10/10 epochs;" in trial_lines[1] and "ETA" not in trial_lines[1]
     again = search.open_study(job.study, job.base)
     search.launch(again, job, 4, 1, lambda m: None)  # the budget counts this search's epochs, not the study's
     assert len(study_now().get_trials(states=(TrialState.COMPLETE,))) == 4

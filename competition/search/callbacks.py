@@ -4,6 +4,7 @@ checkpoints) of the best trials only, stop at the epoch budget, requeue trials o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,25 +13,38 @@ import optuna
 
 from competition.core.log import Log
 from competition.core.progress import Steps
+from competition.core.progress import eta as format_eta
 from competition.core.runs import run_name, update_run
 from competition.search.orphans import fail_orphaned_trials
 from competition.search.trials import PRUNED, best_full, epochs_trained, ranked
 
 
-def progress_callback(steps: Steps, log: Log) -> Callable[[optuna.Study, Any], None]:
-    """After each of this process's trials: `trial n complete: value; k/N done, ETA; best so far`."""
+def progress_callback(
+    steps: Steps, log: Log, budget: int | None = None, spent_before: int = 0
+) -> Callable[[optuna.Study, Any], None]:
+    """After each of this process's trials: `trial n complete: value; k/N done, ETA; best so far`. Under an epoch
+    budget the search ends at the budget, not at the --trials cap, so then progress and ETA count epochs (all
+    workers' epochs since this search started, at the rate seen so far)."""
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         steps.tick()
         done, total = steps.done, steps.total
+        if budget:
+            spent = epochs_spent(study) - spent_before
+            rate = spent / max(time.time() - steps.start, 1e-9)
+            left = max(budget - spent, 0)
+            done_text = f"{min(spent, budget)}/{budget} epochs"
+            eta = f", ETA {format_eta(left / rate)}" if left and rate > 0 and done < total else ""
+        else:
+            done_text = f"{min(done, total)}/{total} done"
+            eta = f", ETA {steps.eta()}" if done < total else ""
         top = best_full(study)
         best = f"best {top.value:.4f} (trial {top.number})" if top else "no complete trial yet"
         value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
         state = trial.state.name.lower()
         if PRUNED in trial.user_attrs:
             state, value = f"pruned after {trial.user_attrs[PRUNED]['after_fold']} folds", f"{value} (partial)"
-        eta = f", ETA {steps.eta()}" if done < total else ""
-        log(f"trial {trial.number} {state}: {value}; {min(done, total)}/{total} done{eta}; {best}")
+        log(f"trial {trial.number} {state}: {value}; {done_text}{eta}; {best}")
 
     return callback
 

@@ -54,7 +54,7 @@ def run_worker(job: SearchJob, n_trials: int, log: Log = print, study: optuna.St
     owner = OwnerLock(job.runs_dir)
     steps = Steps(n_trials, f"study {study.study_name}", "trial")  # a bar on a terminal; the ETA of the trial lines
     callbacks = [
-        progress_callback(steps, log),
+        progress_callback(steps, log, job.epoch_budget, job.epochs_before),
         keep_oof_callback(job.keep_oof, job.runs_dir, log),
         orphans_callback(log),
     ]
