@@ -15,7 +15,7 @@ sampler seeds:
         [--model unet] [--budget 120] [--folds 5] [--epochs 3] [--image-size 48] [--seeds 0 1] \\
         [--arms none median wilcoxon hyperband] [--space FILE] [--check-pruned 2] [--set KEY=VALUE ...]
 
-Arms run one after the other (they would share the CPU cores otherwise); each arm's log is in its folder.
+Arms run one after the other, seed by seed (they would share the CPU cores otherwise); each arm's log is in its folder.
 A finished arm is not run again: re-running the command after an interruption resumes where it stopped.
 """
 
@@ -147,7 +147,8 @@ def main() -> None:
     args.data, args.out = args.data.resolve(), args.out.resolve()
     args.space = args.space.resolve() if args.space else None
 
-    results = {(arm, seed): run_arm(args, arm, seed) for arm in args.arms for seed in args.seeds}
+    # seed by seed, so an interrupted benchmark has whole seeds to show (and resumes where it stopped)
+    results = {(arm, seed): run_arm(args, arm, seed) for seed in args.seeds for arm in args.arms}
     print(f"\n{args.model} on {args.data.name}: {args.folds} folds x {args.epochs} epochs per trial, "
           f"{args.image_size} px, budget {args.budget} epochs per search, sampler {args.sampler}, "
           f"seeds {args.seeds}")  # fmt: skip

@@ -233,7 +233,7 @@ CONFIGS = {
     "not a mapping": ("- lr\n- 0.1\n", 1, "must be a mapping"),
     "YAML python tag": ("lr: !!python/object/apply:os.system ['touch PWNED']\n", 1, "not valid YAML/JSON"),
     "YAML python name tag": ("lr: !!python/name:os.system\n", 1, "not valid YAML/JSON"),
-    "pseudo set outside runs/": ("pseudo: ../../etc\n", 1, "not a plain folder name"),
+    "pseudo set outside runs/": ("pseudo: ../../etc\n", 1, "not a plain name"),
 }
 
 

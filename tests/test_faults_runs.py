@@ -149,7 +149,7 @@ def test_damaged_probability_files_are_one_line(case, predicted, capsys):
 
 @pytest.mark.parametrize("name", ["../outside", "/etc", "a/b", "..", "", "x\\..\\y"])
 def test_run_names_from_records_stay_inside_the_runs_folder(name):
-    with pytest.raises(UserError, match="not a plain folder name"):
+    with pytest.raises(UserError, match="not a plain name"):
         run_name(name, "study s trial 3")
     assert run_name("unet-t001-abcd", "x") == "unet-t001-abcd"
 
@@ -168,7 +168,7 @@ def test_a_study_record_pointing_outside_runs_deletes_nothing(tmp_path):
     for value, run in ((0.9, "good"), (0.1, "../victim")):
         study.add_trial(optuna.create_trial(value=value, user_attrs={"run": run}))
     (tmp_path / "runs").mkdir()
-    with pytest.raises(UserError, match="not a plain folder name"):
+    with pytest.raises(UserError, match="not a plain name"):
         keep_oof_callback(1, tmp_path / "runs", lambda m: None)(study, study.trials[-1])
     assert (victim / "fold_0" / "oof.npy").read_bytes() == b"precious"
 

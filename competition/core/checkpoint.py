@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from competition.core.errors import UserError
+from competition.core.errors import UserError, first_line
 from competition.core.fileio import atomic_path
 
 
@@ -60,7 +60,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         reason = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
         raise UserError(f"{path}: refused to load: not a plain weights file ({reason[:160]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first_line(e, 10_000)
         raise UserError(f"{path}: unreadable checkpoint (truncated or corrupt: {first[:160]})") from None
     if not isinstance(saved, dict):
         raise UserError(f"{path}: not a checkpoint of this harness (a {type(saved).__name__}, not a dictionary)")

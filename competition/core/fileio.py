@@ -12,11 +12,14 @@ import json
 import os
 import shutil
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from competition.core.errors import UserError
 
 
 def temporary_name(path: Path) -> Path:
@@ -86,6 +89,49 @@ def file_sha256(path: Path | str) -> str:
     """The SHA-256 of a file's content, read in blocks (a submission's key; a cache entry's checksum)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def user_file(path: Path | str, what: str = "file", limit: int | None = None) -> Path:
+    """`path` when it names a regular, readable file of at most `limit` bytes (a dataset's JSON, --config,
+    --space, --gt, a CSV the user named); one UserError naming it when it is missing, a folder, not a regular
+    file (a FIFO or device is never opened, so never a hang), unreadable, or too large."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the {what} ({e.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{path}: is a folder, not a {what}")
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{path}: not a regular file (a pipe, socket or device), so not a {what}")
+    if limit is not None and info.st_size > limit:
+        raise UserError(f"{path}: {info.st_size:,} bytes, larger than any {what} should be ({limit:,} at most)")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{path}: cannot read the {what} (permission denied)")
+    return path
+
+
+def read_user_bytes(path: Path | str, what: str = "file", limit: int | None = None) -> bytes:
+    """The bytes of a file the user named, checked by user_file first."""
+    try:
+        with open(user_file(path, what, limit), "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the {what} ({e.strerror})") from None
+
+
+def read_user_text(path: Path | str, what: str = "file", limit: int | None = None) -> str:
+    """read_user_bytes decoded as UTF-8 (a byte-order mark allowed); other bytes are one UserError with the
+    offset of the first bad byte."""
+    raw = read_user_bytes(path, what, limit)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from None
 
 
 def read_json(path: Path | str) -> Any:

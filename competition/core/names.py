@@ -11,10 +11,11 @@ plus its name here, and forgetting either is an import error, not a silent fallb
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from competition.core.errors import UsageError
+from competition.core.errors import UsageError, UserError
 
 T = TypeVar("T")
 
@@ -26,6 +27,22 @@ NAMES: dict[str, tuple[str, ...]] = {
     "sampler": ("tpe", "gp", "random", "qmc"),  # search/samplers.py SAMPLERS
     "tracker": ("tensorboard", "mlflow", "wandb", "none"),  # train/trackers (the tracker table)
 }
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,119}")
+
+
+def plain_name(name: object, what: str, error: type[UserError] = UsageError) -> str:
+    """A name that becomes a file or folder name (a study, run, ensemble, submission, pseudo set, an lb record):
+    letters, digits and `. _ + -`, not starting with a dot, at most 120 characters, so whatever it names stays
+    inside its folder. The one check of every such name; `error` is UsageError for a name on the command line
+    (exit 2), UserError for one read from a file or record (exit 1)."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
+        raise error(
+            f"{what} {name!r} is not a plain name: use letters, digits and . _ + - only, starting with a letter or "
+            "digit, at most 120 characters (it names a file or folder)"
+        )
+    return name
 
 
 def did_you_mean(word: str, options: Iterable[str], n: int = 1) -> str:

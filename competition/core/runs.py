@@ -33,7 +33,7 @@ from typing import Any
 from competition.core.config import validate
 from competition.core.errors import UserError
 from competition.core.fileio import read_json, write_json
-from competition.core.names import tracker_names
+from competition.core.names import plain_name, tracker_names
 
 
 def new_run_id(model: str) -> str:
@@ -43,9 +43,7 @@ def new_run_id(model: str) -> str:
 def run_name(name: str, source: str) -> str:
     """A run folder name read from a study, a manifest or the user: one plain folder name, so the folder it
     names stays inside the runs folder; UserError otherwise."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise UserError(f"{source}: run folder {name!r} is not a plain folder name inside the runs folder")
-    return name
+    return plain_name(name, f"{source}: run folder", UserError)
 
 
 def fold_dir(run_dir: Path, fold: int) -> Path:
@@ -87,11 +85,24 @@ def write_config(run_dir: Path, cfg: dict[str, Any]) -> None:
 def read_run(run_dir: Path) -> dict[str, Any]:
     """run.json merged with results.json (when complete)."""
     run_dir = Path(run_dir)
-    info = read_json(run_dir / "run.json")
+    info = _record(run_dir / "run.json")
     if (run_dir / "results.json").exists():
-        info.update(read_json(run_dir / "results.json"))
+        info.update(_record(run_dir / "results.json"))
     info["dir"] = str(run_dir)
     return info
+
+
+def _record(path: Path) -> dict[str, Any]:
+    """A run file the harness wrote (run.json, results.json); missing or damaged: one UserError naming it."""
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; this is not a complete run folder (train it again)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path}: damaged run file ({str(e).splitlines()[0][:120]}); train the run again") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: damaged run file (not a JSON object); train the run again")
+    return data
 
 
 def update_run(run_dir: Path, **fields: Any) -> dict[str, Any]:

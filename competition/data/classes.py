@@ -32,6 +32,9 @@ class ClassTable:
         return {"names": list(self.names), "value_of": self.value_of, "ignore_index": self.ignore_index}
 
 
+MAX_CATEGORIES = 254  # class values 1..254 in uint8 masks and submissions; 0 is background, 255 ignored
+
+
 def build_class_table(
     categories: tuple[dict[str, Any], ...] | list[dict[str, Any]],
     policy: dict[str, str] | None = None,
@@ -39,6 +42,12 @@ def build_class_table(
 ) -> ClassTable:
     """Apply `policy` (category name or id -> keep | ignore | merge:<name or id>) to categories sorted by id."""
     cats = sorted(categories, key=lambda c: c["id"])
+    limit = min(MAX_CATEGORIES, ignore_index - 1) if 0 < ignore_index <= 255 else MAX_CATEGORIES
+    if len(cats) > limit:  # class values 1..N must not reach the ignore value, and fit uint8 masks and CSVs
+        raise UserError(
+            f"the dataset has {len(cats)} categories; at most {limit} fit uint8 masks beside background and the "
+            f"ignore value {ignore_index}"
+        )
     lookup = _lookup(cats)
     actions: dict[int, str] = {c["id"]: "keep" for c in cats}
     targets: dict[int, int] = {}

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from competition.core.errors import UserError
+from competition.core.fileio import read_user_bytes
 
 EXIF_ORIENTATION = 0x0112
 
@@ -53,14 +54,13 @@ class CocoFile:
 def load_coco(path: Path | str, *, need_annotations: bool = True) -> CocoFile:
     """Read and validate a COCO instances file (images, categories and, when needed, annotations)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
+    raw = read_user_bytes(path, "COCO JSON file")
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: invalid JSON: {e}") from None
+        raise UserError(f"{path}: invalid JSON: {str(e)[:200]}") from None
+    except RecursionError:
+        raise UserError(f"{path}: invalid COCO file: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object with images, categories, annotations")
     for key in ("images", "categories") + (("annotations",) if need_annotations else ()):
@@ -71,10 +71,16 @@ def load_coco(path: Path | str, *, need_annotations: bool = True) -> CocoFile:
 
     images = tuple(_image(path, i, rec) for i, rec in enumerate(data["images"]))
     seen: set[int] = set()
+    names: dict[str, int] = {}
     for im in images:
         if im.id in seen:
             raise UserError(f"{path}: image id {im.id} ({im.file_name}): duplicate image id")
+        if im.file_name in names:  # the file name is the submission's image_id: it must name one image
+            raise UserError(
+                f"{path}: image id {im.id}: duplicate file_name {im.file_name!r} (also image id {names[im.file_name]})"
+            )
         seen.add(im.id)
+        names[im.file_name] = im.id
 
     categories = _categories(path, data["categories"])
     cat_ids = {c["id"] for c in categories}
@@ -92,7 +98,7 @@ def _image(path: Path, i: int, rec: Any) -> ImageInfo:
     for key in ("id", "file_name", "height", "width"):
         if key not in rec:
             raise UserError(f"{path}: images[{i}] (id {rec.get('id')}): missing key '{key}'")
-    if not isinstance(rec["id"], int):
+    if not isinstance(rec["id"], int) or isinstance(rec["id"], bool):
         raise UserError(f"{path}: images[{i}]: id {rec['id']!r} is not an integer")
     for key in ("height", "width"):
         if not isinstance(rec[key], int) or rec[key] < 1:
@@ -122,10 +128,13 @@ def _categories(path: Path, cats: list[Any]) -> tuple[dict[str, Any], ...]:
 def _check_annotation(path: Path, i: int, ann: Any, cat_ids: set[int], sizes: dict[int, tuple[int, int]]) -> None:
     if not isinstance(ann, dict):
         raise UserError(f"{path}: annotations[{i}]: expected an object")
-    where = f"{path}: annotation id {ann.get('id', f'[{i}]')} (image {ann.get('image_id')})"
+    where = f"{path}: annotation id {str(ann.get('id', f'[{i}]'))[:40]} (image {str(ann.get('image_id'))[:40]})"
     for key in ("image_id", "category_id", "segmentation"):
         if key not in ann:
             raise UserError(f"{where}: missing key '{key}'")
+    for key in ("image_id", "category_id"):  # a list or an object where an id belongs is no id (nor hashable)
+        if not isinstance(ann[key], (int, str)) or isinstance(ann[key], bool):
+            raise UserError(f"{where}: {key} {str(ann[key])[:40]!r} is not an id")
     if ann["image_id"] not in sizes:
         raise UserError(f"{where}: unknown image_id {ann['image_id']!r}")
     if ann["category_id"] not in cat_ids:
@@ -220,7 +229,7 @@ def check_image_files(root: Path, coco: CocoFile) -> None:
             with Image.open(p) as img:
                 width, height = img.size
                 turned = img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise UserError(f"{p}: cannot read image (image id {im.id} in {coco.path.name}): {e}") from None
         if (height, width) != (im.height, im.width):
             hint = "; its EXIF orientation turns it, but annotations refer to the stored pixels" if turned else ""
@@ -230,13 +239,20 @@ def check_image_files(root: Path, coco: CocoFile) -> None:
             )
 
 
+def decode_image_files(root: Path, coco: CocoFile) -> None:
+    """Every image decoded in full once (data-info): a truncated or corrupt file is found now, not when a
+    training or prediction worker reaches it."""
+    for im in coco.images:
+        read_image(root, im, coco.path)
+
+
 def read_image(root: Path, image: ImageInfo, source: Path) -> Image.Image:
     """Decode an image as RGB (grayscale and RGBA are converted); a corrupt file is a UserError."""
     p = image_path(root, image, source)
     try:
         with Image.open(p) as img:
             return to_rgb(img)
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise UserError(f"{p}: cannot read image (image id {image.id} in {source.name}): {e}") from None
 
 

@@ -43,10 +43,10 @@ from torchvision.transforms.v2 import functional as F
 from competition.core.errors import UserError
 from competition.core.fileio import building_folder, temporary_name
 from competition.core.locks import exclusive_lock
-from competition.data.coco import ImageInfo, image_path
+from competition.data.coco import ImageInfo, image_path, to_rgb
 from competition.data.masks import cache_root
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit images scaled as read_image does (1 clipped them)
 RESIZE = "torchvision v2.Resize(antialias=True) on uint8 CHW"
 
 
@@ -65,11 +65,11 @@ def _read(root: Path, image: ImageInfo, source: Path) -> tuple[Path, bytes]:
 
 
 def _decode(p: Path, raw: bytes, image: ImageInfo, source: Path) -> np.ndarray:
-    """What `read_image` gives for these bytes: RGB uint8 (grayscale and RGBA converted)."""
+    """What `read_image` gives for these bytes: RGB uint8 (grayscale and RGBA converted, 16-bit scaled)."""
     try:
         with Image.open(io.BytesIO(raw)) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
+            return np.asarray(to_rgb(img))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise UserError(f"{p}: cannot read image (image id {image.id} in {source.name}): {e}") from None
 
 

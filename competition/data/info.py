@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from competition.core.log import Log
+from competition.data.coco import decode_image_files
 from competition.data.folds import make_folds
 from competition.data.root import SPLITS, DataRoot
 
@@ -15,8 +16,9 @@ def describe_dataset(data: DataRoot, cfg: dict[str, Any], log: Log) -> None:
     """Log every split's image and annotation counts, each class's pixel share and image count, the folds."""
     for split in (s for s in SPLITS if data.has(s)):
         coco = data.coco(split)
+        decode_image_files(data.root, coco)
         n_ann = sum(len(a) for a in coco.annotations.values())
-        log(f"{split + '.json':<15} {len(coco.images):>6} images {n_ann:>7} annotations (files checked)")
+        log(f"{split + '.json':<15} {len(coco.images):>6} images {n_ann:>7} annotations (files decoded)")
     classes = data.classes(cfg["classes"], cfg["ignore_index"])
     store = data.masks("train_all", classes, cfg["overlap"], log=log)
     counts = np.zeros(256, dtype=np.int64)

@@ -35,7 +35,7 @@ class DataRoot:
             raise UserError(f"{self.root}: dataset root not found (expected a folder with train_all.json)")
 
     def has(self, split: str) -> bool:
-        return (self.root / f"{split}.json").is_file()
+        return os.path.lexists(self.root / f"{split}.json")  # a folder or FIFO of that name is an error, not absent
 
     def coco(self, split: str) -> CocoFile:
         """`train_all`, `train`, `val` or `test`, validated (image files too, when `check_images`)."""

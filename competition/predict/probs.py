@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from competition.core.errors import UserError
+from competition.core.errors import UserError, first_line
 from competition.core.fileio import read_json, temporary_name, write_json
 from competition.core.geometry import SUBMISSION_SIZE
 
@@ -193,7 +193,7 @@ def read_probs(path: Path) -> StoredProbs:
         manifest = read_json(manifest_path(path))
         array = np.load(path, mmap_mode="r")
     except (ValueError, OSError, EOFError) as e:  # truncated or corrupt: a killed copy, a damaged disk
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        first = first_line(e, 160)
         raise UserError(f"{path}: unreadable probabilities (truncated or corrupt: {first}); recompute them") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{path}: its manifest {manifest_path(path).name} is not a JSON object; recompute them")

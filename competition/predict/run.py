@@ -9,6 +9,7 @@ category kept), whatever class policy (ignore, merge) the run trained with.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ import models
 from competition.core.checkpoint import load_checkpoint, load_weights
 from competition.core.config import image_hw
 from competition.core.errors import UserError
-from competition.core.fileio import read_json
 from competition.core.log import Log
 from competition.core.progress import progress
 from competition.core.runs import now, read_config, read_run
@@ -36,13 +36,27 @@ from competition.submit import (
     submission_values,
 )
 
+FOLD_DIR = re.compile(r"fold_(\d+)")
+
 
 def fold_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(fold, best.pt) of every fold of the run that has a best checkpoint, by fold; UserError if none has."""
-    found = sorted((int(p.parent.name.split("_")[1]), p) for p in Path(run_dir).glob("fold_*/best.pt"))
+    """(fold, best.pt) of every finished fold of the run, by fold; other folders beside them are not folds.
+
+    UserError if no fold has a checkpoint, or if a finished fold (fold_i/result.json) lost its own: an ensemble
+    of the others would be silently smaller than the run it claims to be."""
+    run_dir = Path(run_dir)
+    folds = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if p.is_dir() and (m := FOLD_DIR.fullmatch(p.name)))
+    info = read_run(run_dir) if (run_dir / "run.json").exists() else {}
+    why = info.get("checkpoints_removed")
+    found = [(fold, p / "best.pt") for fold, p in folds if (p / "best.pt").is_file()]
+    lost = [fold for fold, p in folds if (p / "result.json").exists() and not (p / "best.pt").is_file()]
+    if lost and found and not why:
+        raise UserError(
+            f"{run_dir}: fold {lost[0]} is finished but its checkpoint fold_{lost[0]}/best.pt is missing "
+            f"({len(found)} of {len(found) + len(lost)} folds have one); to train that fold again, delete "
+            f"fold_{lost[0]}/result.json and run ./run.sh train {info.get('model', 'MODEL')} --resume {run_dir.name}"
+        )
     if not found:
-        info = read_json(Path(run_dir) / "run.json") if (Path(run_dir) / "run.json").exists() else {}
-        why = info.get("checkpoints_removed")
         raise UserError(
             f"{run_dir}: no fold checkpoints (fold_*/best.pt): "
             + (f"deleted by --keep-checkpoints ({why})" if why else "a pruned trial or an unfinished run has none")

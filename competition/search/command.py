@@ -11,6 +11,7 @@ import models
 from competition.core.config import MACHINERY, describe, validate
 from competition.core.errors import UsageError
 from competition.core.log import Log
+from competition.core.names import plain_name
 from competition.data import is_sample
 from competition.predict import predict_run
 from competition.search.space import load_space
@@ -65,7 +66,7 @@ def run_search(request: SearchRequest, log: Log) -> dict[str, Any]:
     space = space_file if space_file is not None else dict(spec.quick_space if quick else spec.search_space)
     trials = request.trials if request.trials is not None else (QUICK_TRIALS if quick else TRIALS)
     url = storage_url(request.storage, request.runs_dir)
-    name = request.study or cfg["model"]
+    name = plain_name(request.study or cfg["model"], "--study")  # it names the study's folder and its trials'
     fixed = {k: v for k, v in request.given.items() if k not in MACHINERY}
     if fixed:
         log(f"fixed by you: {describe(fixed)}")

@@ -21,8 +21,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from competition.core.errors import UserError
+from competition.core.errors import UserError, first_line
 from competition.core.locks import exclusive_lock
+from competition.core.redact import redact, redact_url
 from competition.search.orphans import retry_trial
 
 HEARTBEAT_SECONDS = 60
@@ -38,13 +39,8 @@ def storage_url(spec: str | None, runs_dir: Path) -> str:
 
 
 def safe_url(url: str) -> str:
-    """The URL with any password hidden, for logs and JSON."""
-    if url.startswith("journal:"):
-        return url
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy understands: show only its scheme
-        return url.split(":", 1)[0] + ":***"
+    """The URL with every credential hidden (core.redact: user info, ?password=, keyword strings), for logs."""
+    return url if url.startswith("journal:") else redact_url(url)
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -69,7 +65,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             **{callback: retry_trial},
         )
     except Exception as e:  # bad URL, server down, missing driver: one line, no password
-        raise UserError(f"--storage {safe_url(url)}: cannot open: {str(e).splitlines()[0][:200]}") from None
+        first = redact(first_line(e, 10_000), url)[:200]
+        raise UserError(f"--storage {safe_url(url)}: cannot open: {first}") from None
 
 
 def _lost_connection(e: Exception) -> bool:
@@ -92,9 +89,10 @@ def _retrying(method):
                 if not _lost_connection(e):
                     raise
                 if time.monotonic() >= deadline:
-                    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                    url = self.engine.url.render_as_string(hide_password=False)
+                    first = redact(first_line(e, 10_000), url)[:200]
                     raise UserError(
-                        f"--storage {safe_url(str(self.engine.url))}: unreachable for {DB_RETRY_SECONDS:g} s "
+                        f"--storage {safe_url(url)}: unreachable for {DB_RETRY_SECONDS:g} s "
                         f"({first}); finished trials are stored; re-run the same command to resume"
                     ) from None
                 time.sleep(delay)

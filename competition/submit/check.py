@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from competition.core.errors import UserError
+from competition.core.fileio import user_file
 from competition.submit.encoding import HEADER, parse_prediction, short_text
 
 MAX_PROBLEMS = 20
@@ -28,7 +29,7 @@ def _scan(
     first_line: dict[str, int] = {}
     csv.field_size_limit(2**31 - 1)  # a PredictionString is ~130 KB, over the csv module's default limit
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with open(user_file(path, "submission CSV"), newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
@@ -56,8 +57,12 @@ def _scan(
                     problems.append(f"{where}: {problem}")
                 elif keep:
                     masks[image_id] = mask
+    except UserError as e:
+        return [str(e)], masks
     except FileNotFoundError:
         return [f"{name}: file not found"], masks
+    except OSError as e:
+        return [f"{name}: cannot read the submission CSV ({e.strerror or e})"], masks
     except (UnicodeDecodeError, csv.Error) as e:
         return [*problems, f"{name}: not a readable CSV ({e})"], masks
     return problems + _set_problems(name, image_ids, first_line), masks

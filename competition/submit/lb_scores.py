@@ -18,6 +18,7 @@ from typing import Any
 from competition.core.errors import UsageError, UserError
 from competition.core.fileio import file_sha256, read_json, write_json
 from competition.core.locks import exclusive_lock
+from competition.core.names import PLAIN_NAME
 from competition.core.runs import list_runs, now, read_run
 from competition.submit.save import SUBMISSIONS
 
@@ -110,14 +111,23 @@ def find_origin(digest: str, csv: Path | None, runs_dir: Path, submissions: Path
         else:
             continue
         if same:
-            run = meta.get("run") or _ensemble_of(path, runs_dir)
+            run = _run_of(meta, path, runs_dir)
             if run:
-                return str(run)
+                return run
     return None
+
+
+def _run_of(meta: dict[str, Any], csv: Path, runs_dir: Path) -> str | None:
+    """The run a sidecar names, when it is a plain run name (a sidecar is a file anyone can edit: a name that
+    is not one is no origin, never a path)."""
+    run = meta.get("run") or _ensemble_of(csv, runs_dir)
+    return run if isinstance(run, str) and PLAIN_NAME.fullmatch(run) else None
 
 
 def _ensemble_of(csv: Path, runs_dir: Path) -> str | None:
     """An older ensemble's sidecar has no `run`: its run folder has the CSV's name."""
+    if not PLAIN_NAME.fullmatch(csv.stem):
+        return None
     run_dir = Path(runs_dir) / csv.stem
     if (run_dir / "run.json").exists() and read_run(run_dir).get("kind") == "ensemble":
         return run_dir.name
@@ -136,7 +146,7 @@ def submission_index(runs_dir: Path, submissions: Path = SUBMISSIONS) -> dict[st
         except ValueError:
             continue
         if isinstance(meta, dict) and meta.get("sha256"):
-            run = meta.get("run") or _ensemble_of(path, runs_dir)
+            run = _run_of(meta, path, runs_dir)
             if run:
                 index.setdefault(meta["sha256"], set()).add(str(run))
     return index

@@ -4,28 +4,24 @@ sidecar saying what made it; names that are safe as file and folder names; the c
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from competition.core.errors import UserError
 from competition.core.fileio import file_sha256, temporary_name, write_json
+from competition.core.names import plain_name
 from competition.data import ClassTable
 from competition.submit.check import check_submission
 from competition.submit.encoding import write_submission
 
 SUBMISSIONS = Path("submissions")
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 def check_name(name: str) -> str:
-    """A submission (or ensemble) name, which becomes a file and folder name: letters, digits, `._+-`."""
-    if not NAME.fullmatch(name):
-        raise UserError(f"--name {name!r}: use letters, digits and . _ + - only (it names a file and a folder)")
-    return name
+    """A submission (or ensemble) name given with --name, which becomes a file and folder name."""
+    return plain_name(name, "--name")
 
 
 def submission_values(classes: ClassTable, full: ClassTable) -> np.ndarray:

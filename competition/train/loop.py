@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from competition.core.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from competition.core.errors import UserError
+from competition.core.errors import UserError, first_line
 from competition.core.fileio import read_json, write_csv, write_json
 from competition.core.interrupt import check as check_interrupt
 from competition.core.locks import run_folder_lock
@@ -68,6 +68,13 @@ def train_run(
         except (NonFiniteLoss, OutOfMemory, TrackerError) as e:
             update_run(run_dir, status="failed", reason=str(e))
             raise
+        except ValueError as e:  # BatchNorm over one value per channel: a setting to change, not a bug
+            if "more than 1 value per channel" not in str(e):
+                raise
+            message = (f"--batch-size {cfg['batch_size']}: {cfg['model']} has BatchNorm over pooled features, "
+                       "which needs at least 2 images per batch in training; use --batch-size 2 or more")  # fmt: skip
+            update_run(run_dir, status="failed", reason=message)
+            raise UserError(message) from None
 
 
 def _train_or_halve(cfg: dict[str, Any], run_dir: Path, log: Log, hooks: Hooks) -> dict[str, Any]:
@@ -92,7 +99,7 @@ def _train_or_halve(cfg: dict[str, Any], run_dir: Path, log: Log, hooks: Hooks) 
 
 
 def oom_message(cfg: dict[str, Any], e: BaseException) -> str:
-    first = (str(e).strip().splitlines() or ["out of memory"])[0][:160]
+    first = first_line(e, 160)
     return f"CUDA out of memory at batch size {cfg['batch_size']} ({first}); try --batch-size or --set oom=halve"
 
 
@@ -124,7 +131,10 @@ def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, hooks: Hooks) ->
     try:
         done = _train_folds(setup, run_dir, indices, hooks.recording(stopped))
     except BaseException as e:  # pruned or interrupted: KILLED; an error: FAILED
-        setup.trackers.end("KILLED" if stopped or not isinstance(e, Exception) else "FAILED")
+        failed = not stopped and isinstance(e, Exception)
+        setup.trackers.end("FAILED" if failed else "KILLED")
+        if failed:  # whatever it was, the run folder says so (never left "running")
+            update_run(run_dir, status="failed", reason=first_line(e), finished=now())
         raise
     finally:
         setup.steps.close()

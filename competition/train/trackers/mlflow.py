@@ -24,11 +24,11 @@ import os
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from competition.core.errors import UserError
+from competition.core.errors import UserError, first_line
 from competition.core.locks import exclusive_lock
 from competition.core.log import Log
+from competition.core.redact import redact, redact_url
 from competition.core.runs import update_run
 from competition.train.trackers.base import BestEffort, Tracker, TrackerError
 from competition.train.trackers.tensorboard import scalars
@@ -56,13 +56,8 @@ def tracking_uri(runs_dir: Path) -> str:
 
 
 def shown_uri(uri: str) -> str:
-    """The URI as logs may show it: any password replaced by ***."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URI as logs may show it: every credential replaced by *** (core.redact)."""
+    return redact_url(uri)
 
 
 class MlflowRun(Tracker):
@@ -88,9 +83,7 @@ class MlflowRun(Tracker):
 
     def _say(self, e: BaseException) -> str:
         """An error's first line, with the store's password (if any) masked."""
-        text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        password = urlsplit(self.uri).password
-        return text.replace(password, "***") if password else text
+        return redact(first_line(e, 10_000), self.uri)[:200]
 
     def _open(self, cfg: dict[str, Any], info: dict[str, Any], log: Log) -> None:
         previous = info.get("mlflow_run")

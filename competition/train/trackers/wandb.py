@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from competition.core.errors import UserError
+from competition.core.errors import UserError, first_line
 from competition.core.log import Log
 from competition.core.runs import update_run
 from competition.train.trackers.base import BestEffort, Tracker, TrackerError
@@ -44,7 +44,7 @@ def _wandb(setting: str = "tracker=wandb"):
 
 def say(e: BaseException) -> str:
     """An error's first line, any API key in it masked."""
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    text = first_line(e)
     key = os.environ.get("WANDB_API_KEY")
     return text.replace(key, "***") if key else text
 
