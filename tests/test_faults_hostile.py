@@ -522,3 +522,16 @@ def test_randomly_corrupted_coco_files_never_trace_back(seed, tmp_path, capsys):
             "--epochs", "1", "--image-size", "32", "--set", "encoder=resnet18", "--set", "encoder_weights=null",
             "--set", "num_workers=0", "--set", "overlays=0"]  # fmt: skip
     corrupted_run(capsys, tmp_path, argv, f"train {what}")
+
+
+def test_the_image_cache_scales_16_bit_images_as_read_image_does(tmp_path):
+    from competition.data import DataRoot, read_image
+    from competition.data.images import DecodeEachTime
+
+    root = build_root(tmp_path / "data")
+    data16 = (np.arange(24 * 32).reshape(24, 32) * 85).astype(np.uint16)
+    Image.fromarray(data16).save(root / "batch_01_vt" / "b.png")
+    coco = DataRoot(root).coco("train_all")
+    cached = DecodeEachTime(root, coco.path, coco.images, (24, 32))[3]  # what training reads (before: clipped)
+    assert np.array_equal(cached, np.asarray(read_image(root, coco.by_id[3], coco.path)))
+    assert (cached == 255).mean() < 0.05
