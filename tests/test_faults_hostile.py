@@ -535,3 +535,16 @@ def test_the_image_cache_scales_16_bit_images_as_read_image_does(tmp_path):
     cached = DecodeEachTime(root, coco.path, coco.images, (24, 32))[3]  # what training reads (before: clipped)
     assert np.array_equal(cached, np.asarray(read_image(root, coco.by_id[3], coco.path)))
     assert (cached == 255).mean() < 0.05
+
+
+def test_a_working_directory_where_submissions_cannot_be_written(run_copy, monkeypatch, capsys):
+    monkeypatch.chdir("/proc")  # submissions/ is made in the working directory; nothing can be created here
+    line = one_error(capsys, ["predict", "run-a", "--runs-dir", str(run_copy), "--device", "cpu"])
+    assert "submissions" in line and "nothing was written there" in line
+
+
+def test_a_search_space_that_is_a_fifo(tiny_root, tmp_path, capsys):
+    make_fifo(tmp_path / "space.yaml")
+    line = one_error(capsys, ["search", "unet", "--data", str(tiny_root), "--runs-dir", str(tmp_path / "runs"),
+                              "--space", str(tmp_path / "space.yaml")])  # fmt: skip
+    assert "space.yaml" in line and "not a regular file" in line
