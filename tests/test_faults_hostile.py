@@ -93,8 +93,8 @@ def test_output_names_never_become_paths(command, small_runs, tmp_path, capsys):
 
 
 def test_an_lb_sidecar_naming_a_path_is_no_origin(small_runs, tmp_path, capsys):
-    from competition.submit import find_origin
     from competition.core.fileio import file_sha256
+    from competition.submit import find_origin
 
     csv = tmp_path / "copy.csv"
     shutil.copy(small_runs / "submissions" / "run-a.csv", csv)

@@ -16,7 +16,7 @@ from competition.core.config import PREDICTION_KEYS, resolve, user_settings
 from competition.core.errors import UsageError
 from competition.core.runs import find_run, new_run_id
 from competition.data import DataRoot, describe_dataset, resolve_data_root, write_sample_dataset
-from competition.ensemble import ensemble_runs, select_members, vote_csvs
+from competition.ensemble import ensemble_runs, run_post, select_members, vote_csvs
 from competition.predict import predict_run, pseudo_label
 from competition.report import serve_dashboard, write_report
 from competition.search import SearchRequest, run_search
@@ -105,7 +105,9 @@ def prediction_settings(args: argparse.Namespace, command: str) -> dict[str, Any
 def cmd_predict(args: argparse.Namespace) -> int:
     settings = prediction_settings(args, "predict")
     run_dir = find_run(Path(args.runs_dir), args.run)
-    result = predict_run(run_dir, args.data, args.tta, args.name, settings, log=logger(args))
+    log = logger(args)
+    decision = run_post(args.post, run_dir, args.data, log)
+    result = predict_run(run_dir, args.data, args.tta, args.name, settings, log=log, decision=decision)
     if args.json:
         emit_json(result)
     return 0
@@ -124,7 +126,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         if args.select and args.runs:
             raise UsageError(f"ensemble --select picks the runs; drop the RUN arguments {' '.join(args.runs)}")
         refs = select_members(args.select, runs_dir, log) if args.select else args.runs
-        result = ensemble_runs(refs, runs_dir, args.name, args.weights, args.data, args.tta, settings, log=log)
+        result = ensemble_runs(
+            refs, runs_dir, args.name, args.weights, args.data, args.tta, settings, log=log, post=args.post
+        )
     if args.json:
         emit_json(result)
     return 0

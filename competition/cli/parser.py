@@ -49,6 +49,13 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help=f"override a run setting for prediction: {', '.join(PREDICTION_KEYS)}",
     )
+    p.add_argument(
+        "--post",
+        default="none",
+        metavar="auto|none|FILE",
+        help="post-processing: auto = class calibration and small-region cleanup fitted out of fold, kept where "
+        "they beat the noise (saved as postprocess.json); FILE = a postprocess.json; none = argmax (default)",
+    )
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
 
 

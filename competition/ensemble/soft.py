@@ -22,6 +22,7 @@ from competition.core.runs import new_run_id, now, read_run
 from competition.data import DataRoot
 from competition.ensemble.member_weights import Fit, fit_weights
 from competition.ensemble.members import load_member, load_test_probs
+from competition.ensemble.postfit import choose_post
 from competition.predict import blended_masks, run_classes
 from competition.submit import (
     SUBMISSIONS,
@@ -66,8 +67,10 @@ def ensemble_runs(
     settings: dict[str, Any] | None = None,
     out_dir: Path = SUBMISSIONS,
     log: Log = print,
+    post: str | None = None,
 ) -> dict[str, Any]:
     """Soft-vote ensemble of trained runs: weights fitted out of fold, test probabilities averaged, a CSV.
+    `post`: none, auto (post-processing fitted on the ensemble's out-of-fold probabilities) or a FILE.
 
     `settings`: prediction settings for members whose test probabilities must be made (see predict_run).
     """
@@ -82,6 +85,8 @@ def ensemble_runs(
     classes = run_classes(members[0].dir, cfg, root)
     fit = fit_weights(members, root, classes, weights, log)
     log(weights_table(ids, fit, cfg["metric"]))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    decision = choose_post(post, members, fit.weights, root, classes, run_dir, log)
     stored = load_test_probs(members, root, classes, tta, settings, log)
     full = root.classes()
     csv = out_dir / f"{run_dir.name}.csv"
@@ -95,7 +100,10 @@ def ensemble_runs(
         "metric": cfg["metric"],
         "selection": fit.selection,
     }
-    masks = blended_masks(stored, fit.weights, submission_values(classes, full))
+    if decision is not None:
+        result["post"] = {k: v for k, v in decision.to_dict().items() if k != "report"}
+        result["post_oof_miou"] = decision.report.get("after")
+    masks = blended_masks(stored, fit.weights, submission_values(classes, full), decision)
     save_submission(
         csv,
         [im.file_name for im in root.coco("test").images],

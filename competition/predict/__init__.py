@@ -5,6 +5,7 @@ a submission).
 
 from competition.core.tta import View, parse_tta
 from competition.predict.blend import BLOCK, blended_masks, coefficients, mix
+from competition.predict.decide import EPS, FILE, Decision, cleanup, read_decision, write_decision
 from competition.predict.inference import amp_dtype, autocast, describe_views, pick_device, predict_probs
 from competition.predict.probs import LEVELS, ProbsWriter, StoredProbs, argmax, quantise, read_probs, write_probs
 from competition.predict.pseudo_label import pseudo_label
@@ -12,6 +13,12 @@ from competition.predict.run import fold_checkpoints, load_fold_model, predict_r
 
 __all__ = [
     "BLOCK",
+    "EPS",
+    "FILE",
+    "Decision",
+    "cleanup",
+    "read_decision",
+    "write_decision",
     "argmax",
     "blended_masks",
     "coefficients",

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from competition.predict.decide import Decision
 from competition.predict.probs import StoredProbs, argmax
 
 BLOCK = 16  # images per streamed block: memory stays one block whatever the number of images
@@ -30,15 +31,22 @@ def mix(values: Sequence[np.ndarray], coefs: np.ndarray) -> np.ndarray:
 
 
 def blended_masks(
-    members: Sequence[StoredProbs], weights: Sequence[float] | np.ndarray, lut: np.ndarray | None = None
+    members: Sequence[StoredProbs],
+    weights: Sequence[float] | np.ndarray,
+    lut: np.ndarray | None = None,
+    decision: Decision | None = None,
 ) -> Iterator[np.ndarray]:
-    """Argmax masks [256, 256] of the weighted average of members' probabilities (through `lut` when given),
-    image by image, reading BLOCK images at a time."""
+    """Masks [256, 256] of the weighted average of members' probabilities: their argmax, or `decision`'s
+    post-processing (predict.decide) when given; through `lut` when given; image by image, reading BLOCK
+    images at a time."""
     coefs = coefficients(weights, [m.unit for m in members])
+    plain = decision is None or decision.is_plain
     for start in range(0, len(members[0]), BLOCK):
         rows = slice(start, start + BLOCK)
-        if len(members) == 1:  # a positive factor changes no argmax: skip the float copy
+        if plain and len(members) == 1:  # a positive factor changes no argmax: skip the float copy
             masks = argmax(members[0].read(rows), 1)
-        else:
+        elif plain:
             masks = argmax(mix([m.read(rows) for m in members], coefs), 1)
+        else:
+            masks = decision.masks(mix([m.read(rows) for m in members], coefs))
         yield from (masks if lut is None else lut[masks])

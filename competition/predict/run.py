@@ -27,6 +27,7 @@ from competition.core.runs import now, read_config, read_run
 from competition.core.tta import View, check_square, parse_tta
 from competition.data import ClassTable, DataRoot, SegmentationDataset, eval_transform
 from competition.predict.blend import blended_masks
+from competition.predict.decide import Decision
 from competition.predict.inference import describe_views, pick_device, predict_probs
 from competition.predict.probs import ProbsWriter, read_probs, write_probs
 from competition.submit import (
@@ -118,8 +119,10 @@ def predict_run(
     settings: dict[str, Any] | None = None,
     out_dir: Path = SUBMISSIONS,
     log: Log = print,
+    decision: Decision | None = None,
 ) -> dict[str, Any]:
     """Test probabilities of every fold of a run and its submission CSV; returns where they went.
+    `decision`: a post-processing (predict.decide) instead of the argmax.
 
     `settings`: the run's settings to override for prediction (config.PREDICTION_KEYS: batch size, device,
     workers, amp, channels_last); the device is `auto` unless given.
@@ -152,9 +155,11 @@ def predict_run(
     writer = write_probs(probs_path, ids, list(classes.names), **meta)
     stored = read_probs(predict_batches(nets, loader, writer, views, cfg))
     full = root.classes()
-    masks = blended_masks([stored], [1.0], submission_values(classes, full))  # the argmax of what is stored
+    masks = blended_masks([stored], [1.0], submission_values(classes, full), decision)  # argmax unless decided
     csv = out_dir / f"{name}.csv"
     sidecar = {"run": run_dir.name, "folds": folds, "tta": tta_names, "date": now(), "probs": str(probs_path)}
+    if decision is not None:
+        sidecar["post"] = {k: v for k, v in decision.to_dict().items() if k != "report"}
     save_submission(csv, ids, masks, full.num_classes, sidecar)
     log(f"test probabilities: {probs_path}")
     log(f"{'images':>6} {'folds':>5} {'TTA views':>9} {'seconds':>7}  submission")
