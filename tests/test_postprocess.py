@@ -57,19 +57,18 @@ def under_predicted(seed: int = 0, n: int = 24, p: int = 400):
 
 @pytest.mark.parametrize("metric", ["image", "dataset"])
 def test_calibration_never_lowers_the_score_it_was_fitted_on(metric):
+    def value(scores, truth, offsets):
+        n, _, p = scores.shape
+        pred = argmax(scores + np.asarray(offsets, np.float32)[None, :, None], 1).reshape(-1)
+        return metric_value(confusion(np.repeat(np.arange(n), p), truth.reshape(-1), pred, n, 4, 255), metric)
+
     for seed in range(3):
         scores, truth = under_predicted(seed)
-        n, _, p = scores.shape
-        img = np.repeat(np.arange(n), p)
-
-        def value(offsets):
-            pred = argmax(scores + np.asarray(offsets, np.float32)[None, :, None], 1).reshape(-1)
-            return metric_value(confusion(img, truth.reshape(-1), pred, n, 4, 255), metric)
-
         offsets = fit_offsets(scores, truth, CLASSES, metric)
-        assert value(offsets) >= value(np.zeros(4)) - 1e-12
+        fitted, plain = value(scores, truth, offsets), value(scores, truth, np.zeros(4))
+        assert fitted >= plain - 1e-12
         assert offsets[0] == 0 and offsets[3] > 0  # background is the reference; the rare class moves up
-        assert value(offsets) > value(np.zeros(4)) + 0.05  # the rare class is found
+        assert fitted > plain + 0.05  # the rare class is found
 
 
 def test_a_class_without_pixels_keeps_offset_zero():
