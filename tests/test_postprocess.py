@@ -132,6 +132,11 @@ def test_predict_post_auto_fits_saves_and_applies_it_as_by_hand(runs, tmp_path, 
     ids = [im.file_name for im in root.coco("test").images]
     assert np.array_equal(read_submission(result["csv"], ids, root.classes().num_classes), by_hand)
     assert main(["check", result["csv"], "--data", cfg["data"]]) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", "--runs-dir", str(runs), "--json"]) == 0  # OOF before (CV) and after (post)
+    rows = {r["run"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])}
+    assert rows["run-a"]["post_miou"] == pytest.approx(saved["report"]["after"])
+    assert rows["run-b"]["post_miou"] is None
 
 
 def test_a_decision_with_offsets_and_cleanup_is_applied_from_a_file(runs, tmp_path, capsys):

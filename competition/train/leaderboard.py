@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from competition.core.config import short
-from competition.core.fileio import atomic_path
+from competition.core.fileio import atomic_path, read_json
 from competition.core.runs import list_runs, read_config, read_run
 from competition.submit import SUBMISSIONS
 from competition.train.cvlb import add_lb_scores, format_cv_lb
@@ -55,6 +55,7 @@ def leaderboard_rows(runs_dir: Path, submissions: Path = SUBMISSIONS, pruned: bo
                 "dir": info.get("dir", str(run_dir)),
                 "pruned_after_fold": (info.get("pruned") or {}).get("after_fold"),
                 "pruned_of": (info.get("pruned") or {}).get("of"),
+                "post_miou": _post_score(run_dir),
             }
         )
     rows = sorted(rows, key=lambda r: (r["pruned_after_fold"] is not None, -r["miou"]))
@@ -62,6 +63,17 @@ def leaderboard_rows(runs_dir: Path, submissions: Path = SUBMISSIONS, pruned: bo
     for row in rows:
         row["lb_unmatched"] = unmatched  # scored CSVs that no run made (e.g. a hard vote), for the table's footer
     return rows
+
+
+def _post_score(run_dir: Path) -> float | None:
+    """The held-out out-of-fold mIoU after the run's fitted post-processing (`--post auto` wrote
+    postprocess.json), or None."""
+    path = Path(run_dir) / "postprocess.json"
+    try:
+        after = read_json(path).get("report", {}).get("after") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(after) if isinstance(after, (int, float)) else None
 
 
 def _settings(info: dict[str, Any], cfg: dict[str, Any]) -> str:
@@ -85,14 +97,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         return "no finished runs yet: ./run.sh train MODEL or ./run.sh search MODEL"
     scored = any(r.get("lb_public") is not None for r in rows)
     private = any(r.get("lb_private") is not None for r in rows)
-    head = f"{'#':>3} {'CV mIoU':>16} " + (f"{'LB':>6} " if scored else "") + (f"{'private':>7} " if private else "")
+    post = any(r.get("post_miou") is not None for r in rows)
+    head = f"{'#':>3} {'CV mIoU':>16} " + (f"{'post':>6} " if post else "") + (f"{'LB':>6} " if scored else "")
+    head += f"{'private':>7} " if private else ""
     head += f"{'metric':<7} {'image':>6} {'dataset':>7} {'folds':>5}  {'kind':<8} "
     lines = [head + f"{'model':<14} {'run':<34} {'date':<19}  settings"]
     for i, r in enumerate(rows, 1):
         score = f"{r['miou']:.4f} ± {r['miou_std']:.4f}"
-        lb = (_cell(r.get("lb_public")) + " " if scored else "") + (
-            _cell(r.get("lb_private"), 7) + " " if private else ""
-        )
+        lb = (_cell(r.get("post_miou")) + " " if post else "") + (_cell(r.get("lb_public")) + " " if scored else "")
+        lb += _cell(r.get("lb_private"), 7) + " " if private else ""
         name = r["run"] + (f" ({r['study']})" if r["study"] else "")
         flag = "[predicts background only] " if r.get("background_only") else ""
         if r.get("pruned_after_fold") is not None:
