@@ -1,5 +1,5 @@
 """Model zoo: FCNs on VGG16 beside segmentation_models_pytorch baselines, all in one registry."""
 
-from models.registry import MODELS, ModelSpec, count_parameters, create_model, get_spec, list_models
+from models.registry import MODELS, ModelSpec, count_parameters, create_model, encoder_of, get_spec, list_models
 
-__all__ = ["MODELS", "ModelSpec", "count_parameters", "create_model", "get_spec", "list_models"]
+__all__ = ["MODELS", "ModelSpec", "count_parameters", "create_model", "encoder_of", "get_spec", "list_models"]

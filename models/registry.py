@@ -135,3 +135,14 @@ def count_parameters(name: str, num_classes: int = 12, settings: dict | None = N
 def list_models() -> list[ModelSpec]:
     """Every registered model, sorted by family then name."""
     return sorted(MODELS.values(), key=lambda spec: (spec.family, spec.name))
+
+
+def encoder_of(model: nn.Module) -> nn.Module | None:
+    """The pretrained part of a registered model (SMP's `encoder`, the FCNs' VGG16 `features`; through the
+    padding wrapper's `model`), or None."""
+    for name in ("encoder", "features"):
+        part = getattr(model, name, None)
+        if isinstance(part, nn.Module):
+            return part
+    inner = getattr(model, "model", None)
+    return encoder_of(inner) if isinstance(inner, nn.Module) else None

@@ -57,8 +57,10 @@ def test_every_declared_loss_builds_and_is_finite(name):
 @pytest.mark.parametrize("scheduler", NAMES["scheduler"])
 def test_every_declared_optimiser_and_schedule_builds_and_steps(optimizer, scheduler):
     cfg = resolve(sets=[f"optimizer={optimizer}", f"scheduler={scheduler}", "lr=0.1"], flags={"epochs": 2})
-    weight = torch.nn.Parameter(torch.ones(3))
-    opt = build_optimizer([weight], cfg)
+    model = torch.nn.Linear(3, 1, bias=False)
+    torch.nn.init.ones_(model.weight)
+    weight = model.weight
+    opt = build_optimizer(model, cfg)
     schedule = build_scheduler(opt, cfg, steps_per_epoch=4)
     for _ in range(8):
         weight.sum().backward()

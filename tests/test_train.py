@@ -268,3 +268,55 @@ def test_a_batch_of_ignored_pixels_has_zero_loss():
         assert loss.item() == 0.0
         loss.backward()
         assert torch.isfinite(logits.grad).all()
+
+
+def test_encoder_lr_gives_the_encoder_its_own_rate_and_freeze_encoder_keeps_it_fixed(tiny_root, tmp_path):
+    """Fine-tuning settings: the optimiser's two groups, and a frozen encoder's weights (and BatchNorm running
+    statistics) unchanged by an epoch of training while the decoder learns."""
+    import models
+    from competition.core.config import resolve
+    from competition.train.optim import build_optimizer, freeze_encoder
+
+    cfg = resolve(models.get_spec("unet").defaults, sets=["encoder=resnet18", "encoder_weights=null",
+                                                           "encoder_lr=0.1", "lr=0.01"])  # fmt: skip
+    model, _ = models.create_model("unet", 3, cfg)
+    groups = {g["name"]: g for g in build_optimizer(model, cfg).param_groups}
+    assert groups["encoder"]["lr"] == pytest.approx(0.001) and groups["decoder"]["lr"] == pytest.approx(0.01)
+    n_encoder = sum(p.numel() for p in models.encoder_of(model).parameters())
+    assert sum(p.numel() for p in groups["encoder"]["params"]) == n_encoder
+    assert sum(p.numel() for g in groups.values() for p in g["params"]) == sum(p.numel() for p in model.parameters())
+    assert len(build_optimizer(model, {**cfg, "encoder_lr": 1.0}).param_groups) == 1
+
+    encoder = models.encoder_of(model)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    inside = {id(p) for p in encoder.parameters()}
+    decoder_before = [p.detach().clone() for p in model.parameters() if id(p) not in inside]
+    optimizer = build_optimizer(model, cfg)
+    model.train()
+    freeze_encoder(model, True)
+    for _ in range(3):
+        loss = model(torch.randn(2, 3, 32, 32)).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics
+    decoder_after = [p.detach() for p in model.parameters() if id(p) not in inside]
+    assert any(not torch.equal(a, b) for a, b in zip(decoder_before, decoder_after, strict=True))
+    freeze_encoder(model, False)
+    model.train()
+    assert all(p.requires_grad for p in encoder.parameters()) and encoder.training
+
+
+def test_a_run_with_freeze_encoder_trains_every_epoch_and_fcns_have_an_encoder_too(sample_root, tmp_path):
+    """freeze_encoder=1 end to end (the frozen weights themselves: the test above): both epochs run and the run
+    finishes; the FCNs' VGG16 features are their encoder."""
+    cfg = tiny_cfg(sample_root, encoder_weights=None, freeze_encoder=1, epochs=2, folds=2, fold=0)
+    seen = {}
+
+    def snapshot(fold, epoch, running, row):
+        seen[epoch] = row
+
+    results = train_run(cfg, tmp_path / "runs" / "f", log=lambda m: None, on_epoch=snapshot)
+    assert sorted(seen) == [0, 1] and results["miou"] >= 0
+    assert models.encoder_of(models.create_model("fcn8s", 3, resolve(models.get_spec("fcn8s").defaults))[0])

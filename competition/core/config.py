@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "momentum": 0.9,
     "scheduler": "cosine",  # cosine (with warmup) | poly | none
     "warmup_epochs": 1,
+    "freeze_encoder": 0,  # fine-tuning: the encoder frozen (BatchNorm in eval mode) for the first N epochs
+    "encoder_lr": 1.0,  # fine-tuning: the encoder's learning rate as a multiple of lr (e.g. 0.1)
     "loss": "ce",  # ce | dice | focal | lovasz, or a weighted mix such as "0.7*ce+0.3*dice"
     "class_weights": None,  # None | "auto" (inverse sqrt of pixel frequency) | list of floats
     "grad_clip": 0.0,  # max gradient norm; 0 = off
@@ -125,6 +127,8 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "weight_decay": ("float", 0.0, 1.0),
     "momentum": ("float", 0.0, 0.999),
     "warmup_epochs": ("float", 0.0, 100_000),
+    "freeze_encoder": ("int", 0, 100_000),
+    "encoder_lr": ("float", 0.0, 100.0),
     "grad_clip": ("float", 0.0, None),
     "early_stop": ("int", 0, 100_000),
     "aug_hflip": ("float", 0.0, 1.0),

@@ -36,7 +36,7 @@ from competition.train.averaging import WeightAverage
 from competition.train.evaluate import evaluate
 from competition.train.hooks import EpochHook, FoldHook, Hooks
 from competition.train.losses import MixedLoss
-from competition.train.optim import build_optimizer, build_scheduler
+from competition.train.optim import build_optimizer, build_scheduler, freeze_encoder
 from competition.train.setup import DeviceBatches, Setup, build_model, class_weights, fold_indices, loaders, prepare
 from competition.train.summary import summarize_run
 from competition.train.trackers import TrackerError, open_trackers
@@ -235,7 +235,7 @@ def build_fold(setup: Setup, fold: int, out: Path) -> Fold:
     model, init = build_model(setup)
     loss_weights = class_weights(setup, setup.folds.train_ids(fold))
     loss_fn = MixedLoss(cfg["loss"], setup.classes.ignore_index, loss_weights).to(device)
-    optimizer = build_optimizer(model.parameters(), cfg)
+    optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, math.ceil(len(train_loader) / int(cfg["accum"])))
     average = WeightAverage(model, cfg)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype(device, cfg["amp"]) == torch.float16 else None
@@ -356,6 +356,7 @@ def train_epoch(f: Fold, setup: Setup, desc: str) -> float:
     model, loss_fn, optimizer = f.model, f.loss_fn, f.optimizer
     accum, batches = int(cfg["accum"]), len(f.train_loader)
     model.train()
+    freeze_encoder(model, f.state["epoch"] < int(cfg["freeze_encoder"]))
     optimizer.zero_grad(set_to_none=True)
     total, count = 0.0, 0
     for i, (images, targets) in enumerate(progress(f.train_loader, desc=desc, leave=False, unit="batch")):

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from competition.core.names import NAMES, Table
+from models import encoder_of
 
 
 def _sgd(params, lr: float, wd: float, cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -47,8 +48,33 @@ SCHEDULES: Table[Callable[[float], float]] = Table(
 )
 
 
-def build_optimizer(params, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg["optimizer"]](params, float(cfg["lr"]), float(cfg["weight_decay"]), cfg)
+def build_optimizer(model: torch.nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimiser of a model: two parameter groups when `encoder_lr` is not 1 (the encoder at lr x
+    encoder_lr, the rest at lr), else one. The schedule scales every group alike."""
+    lr, factor = float(cfg["lr"]), float(cfg.get("encoder_lr", 1.0))
+    encoder = encoder_of(model)
+    if encoder is None or factor == 1.0:
+        params = model.parameters()
+    else:
+        inside = {id(p) for p in encoder.parameters()}
+        params = [
+            {"params": [p for p in model.parameters() if id(p) in inside], "lr": lr * factor, "name": "encoder"},
+            {"params": [p for p in model.parameters() if id(p) not in inside], "lr": lr, "name": "decoder"},
+        ]
+    return OPTIMIZERS[cfg["optimizer"]](params, lr, float(cfg["weight_decay"]), cfg)
+
+
+def freeze_encoder(model: torch.nn.Module, frozen: bool) -> None:
+    """Freeze (no gradients; BatchNorm and dropout in eval mode) or release the model's encoder. Called after
+    `model.train()` at every epoch: frozen parameters get no gradient, so no optimiser (weight decay included)
+    changes them."""
+    encoder = encoder_of(model)
+    if encoder is None:
+        return
+    for p in encoder.parameters():
+        p.requires_grad_(not frozen)
+    if frozen:
+        encoder.eval()
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
