@@ -272,10 +272,11 @@ def fit_post(members: Sequence[Member], weights: np.ndarray, root: DataRoot, cla
             held[start + j] = image_confusion(truth[j], pred[j], c, ignore)
     calibration = gain(held, ev.plain, metric)
     keep_cal = calibration.beats(Z)
-    offsets = fit_offsets(ev.scores, ev.truth, classes, metric) if keep_cal else None
+    fitted = fit_offsets(ev.scores, ev.truth, classes, metric)  # on every image; used only if kept
+    offsets = fitted if keep_cal else None
     base = Decision(tuple(classes.names), None if offsets is None else tuple(float(v) for v in offsets))
     report["calibration"] = _step(calibration, keep_cal, metric_value(held, metric), classes, ev.plain, held)
-    report["calibration"]["offsets"] = None if offsets is None else [float(v) for v in offsets]
+    report["calibration"] |= {"fitted": [float(v) for v in fitted], "half_fits": [h.tolist() for h in half_offsets]}
     log(f"  calibration: held-out gain {calibration} -> {'kept' if keep_cal else 'not kept'} ({base.describe()})")
     # cleanup, on the decision so far
     base_cm, regions = find_regions(stream, base, classes)
@@ -283,10 +284,10 @@ def fit_post(members: Sequence[Member], weights: np.ndarray, root: DataRoot, cla
     cleaned = held_out_cleanup(stream, base, fits, ev.part_of, c, ignore)
     cleanup_gain = gain(cleaned, base_cm, metric)
     keep_clean = cleanup_gain.beats(Z)
-    areas = fit_areas(regions, base_cm, np.ones(n, bool), metric) if keep_clean else None
+    fitted_areas = fit_areas(regions, base_cm, np.ones(n, bool), metric)
+    areas = fitted_areas if keep_clean else None
     report["cleanup"] = _step(cleanup_gain, keep_clean, metric_value(cleaned, metric), classes, base_cm, cleaned)
-    report["cleanup"]["min_area"] = None if areas is None else [int(a) for a in areas]
-    report["cleanup"]["half_fits"] = [[int(a) for a in f] for f in fits]
+    report["cleanup"] |= {"fitted": [int(a) for a in fitted_areas], "half_fits": [[int(a) for a in f] for f in fits]}
     decision = Decision(base.classes, base.offsets, None if areas is None else tuple(int(a) for a in areas))
     log(f"  cleanup: held-out gain {cleanup_gain} -> {'kept' if keep_clean else 'not kept'}")
     after = cleaned if keep_clean else (held if keep_cal else ev.plain)
