@@ -114,6 +114,19 @@ def test_the_default_trial_is_never_pruned_and_hopeless_trials_stop_inside_a_fol
     assert search.best_full(study).params["lr"] == 2e-3
 
 
+def test_a_background_only_trial_ahead_of_the_best_is_not_hopeless(tmp_path, monkeypatch):
+    """Under the per-image mIoU a background-only model can beat every learned one (small objects): it is stopped
+    only when it is also behind the best fully trained trial."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    values = {1e-3: 0.2, 1e-4: 0.4, 3e-4: 0.1}
+    study, epochs_run = wilcoxon_search(tmp_path, monkeypatch, url, values, background_for=(1e-4, 3e-4))
+    by_lr = {t.params["lr"]: t for t in study.trials}
+    assert not search.is_pruned(by_lr[1e-4]) and epochs_run[1e-4] == 6  # ahead of trial 0 (0.2): trained in full
+    behind = by_lr[3e-4]
+    assert search.is_pruned(behind) and epochs_run[3e-4] == 2  # background only and behind 0.4: stopped
+    assert "below trial 1's 0.4000" in behind.user_attrs["prune_reason"]
+
+
 def test_a_pruned_trial_with_a_high_partial_value_never_becomes_the_reference():
     """In memory (the third storage): the pruner pairs with the best *complete* trial, not Optuna's best_trial."""
     study = optuna.create_study(direction="maximize", pruner=PairedWilcoxonPruner())

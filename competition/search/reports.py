@@ -10,7 +10,10 @@ value when the trial is pruned.
 The value a pruned trial returns (it ends COMPLETE, so the sampler learns from it): after whole folds, its paired
 estimate, the best fully trained trial's CV mean plus the mean difference between the two on the folds both
 finished; inside a fold, its running CV mean. Either is what the trial would most likely have scored, not a
-placeholder.
+placeholder. The in-fold stop takes a trial that still predicts only background *and* whose running CV mean is
+below the best fully trained trial's on the same folds: under the per-image mIoU a background-only model can be
+the best configuration of a short budget (images of small objects score high without them), and then it is
+not hopeless.
 """
 
 from __future__ import annotations
@@ -63,12 +66,24 @@ class TrialReports:
                     f"running CV mean {running_mean:.4f} after {where}", running_mean, len(self.fold_scores)
                 )
         if self.pruning.stop_hopeless and self.prunable and hopeless(row, epoch, self.per_fold):
-            ratio = float(row["foreground_ratio"])
-            raise StopTrial(
-                f"still predicts only background after {where} (foreground on {ratio:.1%} of the true foreground)",
-                running_mean,
-                len(self.fold_scores),
-            )
+            best = best_full(self.trial.study)
+            theirs = self._fold_mean(best, fold)
+            if theirs is not None and running_mean < theirs:  # background only *and* behind: nothing to learn
+                ratio = float(row["foreground_ratio"])
+                raise StopTrial(
+                    f"still predicts only background after {where} (foreground on {ratio:.1%} of the true "
+                    f"foreground), running CV mean {running_mean:.4f} below trial {best.number}'s {theirs:.4f}",
+                    running_mean,
+                    len(self.fold_scores),
+                )
+
+    @staticmethod
+    def _fold_mean(best: optuna.trial.FrozenTrial | None, fold: int) -> float | None:
+        """The mean of a trial's fold scores on folds 0..fold (None without them): what a running CV mean
+        after `fold` is compared with."""
+        scores = (best.user_attrs.get("fold_scores") or {}) if best is not None else {}
+        known = [float(scores[str(f)]) for f in range(fold + 1) if str(f) in scores]
+        return float(np.mean(known)) if len(known) == fold + 1 else None
 
     def fold(self, fold: int, result: dict[str, Any]) -> None:
         self.fold_scores[fold] = float(result["miou"])
