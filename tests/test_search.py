@@ -334,3 +334,18 @@ def test_kill_mid_trial_then_resume(sample_root, space_file, tmp_path):
     assert (killed_run / "fold_0" / "result.json").read_text() == fold0  # its finished fold was kept
     assert "fold 0: finished earlier" in done.stdout
     assert json.loads((killed_run / "results.json").read_text())["miou"] == pytest.approx(retry.value)
+
+
+def test_a_background_only_best_trial_is_called_out(tmp_path):
+    from competition.search.summary import summarize_study
+
+    study = optuna.create_study(direction="maximize")
+    for value, run in ((0.39, "t0"), (0.08, "t1")):
+        trial = optuna.trial.create_trial(value=value, user_attrs={"run": run})
+        study.add_trial(trial)
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        (tmp_path / "runs" / run / "results.json").write_text(json.dumps({"background_only": run == "t0"}))
+    lines = []
+    result = summarize_study(study, "sqlite://", tmp_path / "studies" / "s", lines.append, runs_dir=tmp_path / "runs")
+    assert result["best"]["background_only"] is True
+    assert any(line.startswith("warning: trial 0 predicts (almost) only background") for line in lines)

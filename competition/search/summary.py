@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from competition.core.config import short
-from competition.core.fileio import atomic_path, write_json
+from competition.core.fileio import atomic_path, read_json, write_json
 from competition.core.log import Log
 from competition.core.runs import run_name
 from competition.search.callbacks import epochs_spent
@@ -76,6 +76,12 @@ def summarize_study(
             "(--keep-checkpoints K and --keep-oof K bound them)")  # fmt: skip
     if best:
         log(f"best: trial {best['number']} CV mIoU {best['miou']:.4f} -> ./run.sh predict best:{study.study_name}")
+        if runs_dir is not None and best["run"] and _background_only(Path(runs_dir) / best["run"]):
+            best["background_only"] = True
+            log(
+                f"warning: trial {best['number']} predicts (almost) only background: under the per-image mIoU that "
+                "can beat models that have not learned yet; train longer (--epochs) or rank by --set metric=dataset"
+            )
     return {
         "study": study.study_name,
         "storage": safe_url(url),
@@ -87,6 +93,13 @@ def summarize_study(
         "dir": str(out_dir),
         **({"disk_bytes": disk} if disk is not None else {}),
     }
+
+
+def _background_only(run_dir: Path) -> bool:
+    try:
+        return bool(read_json(run_dir / "results.json").get("background_only"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _trained(trial: FrozenTrial) -> str:
