@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -320,3 +321,33 @@ def test_a_run_with_freeze_encoder_trains_every_epoch_and_fcns_have_an_encoder_t
     results = train_run(cfg, tmp_path / "runs" / "f", log=lambda m: None, on_epoch=snapshot)
     assert sorted(seen) == [0, 1] and results["miou"] >= 0
     assert models.encoder_of(models.create_model("fcn8s", 3, resolve(models.get_spec("fcn8s").defaults))[0])
+
+
+def test_compile_compiles_in_place_or_says_why_and_keeps_the_eager_model(monkeypatch):
+    """compile=true: the forward compiled in place (state dict keys unchanged, the same outputs), tried once at
+    once; where torch.compile fails, one line and an untouched eager copy."""
+    from competition.predict import compiled
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    x = torch.randn(2, 3, 16, 16)
+    expected, keys = net.eval()(x), list(net.state_dict())
+    stats = net[1].running_mean.clone()
+    lines = []
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nsecond line")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.nn.Module, "compile", broken)
+        eager = compiled(net.train(), x, lines.append)
+    assert lines == ["compile=true: torch.compile does not work here (no C++ compiler found); using the eager model"]
+    assert eager.training and torch.allclose(eager.eval()(x), expected)
+    lines.clear()
+    fast = compiled(net.train(), x, lines.append)
+    if shutil.which("g++") is None and shutil.which("c++") is None:  # inductor needs a C++ compiler on the CPU
+        assert lines[0].startswith("compile=true: torch.compile does not work here")
+        return
+    assert lines[0].startswith("compile=true: model compiled") and fast.training
+    assert list(fast.state_dict()) == keys and torch.equal(fast[1].running_mean, stats)  # the trial changed no stats
+    assert torch.allclose(fast.eval()(x), expected, atol=1e-5)

@@ -9,13 +9,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from competition.core.errors import UsageError, UserError
-from competition.core.fileio import read_user_text
 from competition.core.lossspec import parse_loss
 from competition.core.names import NAMES, did_you_mean, tracker_names
 from competition.core.tta import check_square, parse_tta
+from competition.core.yamlfile import parse_value, read_config_file
 
 DEFAULTS: dict[str, Any] = {
     # data
@@ -70,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "accum": 1,  # gradient accumulation: optimizer steps every `accum` batches
     "oom": "fail",  # on CUDA out of memory: fail (the run or trial, with the reason) | halve (retry once, half batch)
     "channels_last": True,
+    "compile": False,  # torch.compile the training and prediction model (one line and eager where it cannot)
     "num_workers": 2,
     "image_cache": True,  # decode and resize training images once into a memory-mapped cache (data/images.py)
     "save_oof": True,
@@ -138,6 +137,7 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "aug_color": ("float", 0.0, 1.0),
     "copy_paste": ("float", 0.0, 1.0),
     "channels_last": ("bool", None, None),
+    "compile": ("bool", None, None),
     "num_workers": ("int", 0, 256),
     "image_cache": ("bool", None, None),
     "save_oof": ("bool", None, None),
@@ -145,60 +145,9 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
 }
 SPECIAL = ("classes", "loss", "class_weights", "fold", "image_size", "val_tta", "tracker")
 # Settings that change how fast a run goes, not what it learns: never "fixed", free to change on resume.
-MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof", "image_cache", "oom", "tracker"})
+MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof", "image_cache", "oom", "tracker", "compile"})
 # Settings `predict` and `ensemble` take with --set (the rest is the run's own).
-PREDICTION_KEYS = ("batch_size", "device", "num_workers", "amp", "channels_last", "image_size")
-
-
-CONFIG_BYTES = 1 << 20  # a settings or search-space file is a few hundred bytes; 1 MiB is a mistake
-YAML_NODES, YAML_DEPTH = 10_000, 32  # values a settings file may hold once aliases are expanded, and nesting
-
-
-def bounded(data: Any, source: str) -> Any:
-    """`data` when it is small once YAML aliases are expanded (a few hundred bytes of aliases can stand for
-    billions of values) and shallow; one UserError naming `source` otherwise."""
-    count, stack = 0, [(data, 0)]
-    while stack:
-        value, depth = stack.pop()
-        count += 1
-        if count > YAML_NODES or depth > YAML_DEPTH:
-            why = f"more than {YAML_NODES:,} values" if count > YAML_NODES else f"nested over {YAML_DEPTH} deep"
-            raise UserError(f"{source}: {why} (YAML aliases expanded); settings are a flat mapping")
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for pair in value.items() for v in pair)
-        elif isinstance(value, (list, tuple)):
-            stack.extend((v, depth + 1) for v in value)
-    return data
-
-
-def _load_yaml(text: str, source: str) -> Any:
-    try:
-        return bounded(yaml.safe_load(text), source)
-    except RecursionError:
-        raise UserError(f"{source}: nested too deeply to be settings") from None
-
-
-def parse_value(text: str) -> Any:
-    """A --set value as YAML would read it: numbers, booleans, null, lists; anything else stays a string."""
-    try:
-        return _load_yaml(text, f"--set value {text[:40]!r}")
-    except yaml.YAMLError:
-        return text
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Settings from a YAML or JSON file (a mapping of keys to values)."""
-    path = Path(path)
-    text = read_user_text(path, "settings file", CONFIG_BYTES)
-    try:
-        data = _load_yaml(text, str(path))
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML/JSON: {str(e).splitlines()[0][:200]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a config file must be a mapping of settings, got {type(data).__name__}")
-    return data
+PREDICTION_KEYS = ("batch_size", "device", "num_workers", "amp", "channels_last", "image_size", "compile")
 
 
 def check_key(key: str, source: str) -> None:

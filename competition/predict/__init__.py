@@ -6,7 +6,14 @@ a submission).
 from competition.core.tta import View, parse_tta
 from competition.predict.blend import BLOCK, blended_masks, coefficients, mix
 from competition.predict.decide import EPS, FILE, Decision, cleanup, read_decision, write_decision
-from competition.predict.inference import amp_dtype, autocast, describe_views, pick_device, predict_probs
+from competition.predict.inference import (
+    amp_dtype,
+    autocast,
+    compiled,
+    describe_views,
+    pick_device,
+    predict_probs,
+)
 from competition.predict.probs import LEVELS, ProbsWriter, StoredProbs, argmax, quantise, read_probs, write_probs
 from competition.predict.pseudo_label import pseudo_label
 from competition.predict.run import fold_checkpoints, load_fold_model, predict_run, run_classes
@@ -30,6 +37,7 @@ __all__ = [
     "View",
     "amp_dtype",
     "autocast",
+    "compiled",
     "describe_views",
     "parse_tta",
     "pick_device",

@@ -7,14 +7,36 @@ softmaxed, then averaged over TTA views (soft voting).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import copy
+import time
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from competition.core.errors import UserError
+from competition.core.errors import UserError, first_line
 from competition.core.geometry import SUBMISSION_SIZE
 from competition.core.tta import View
+
+
+def compiled(model: torch.nn.Module, example: torch.Tensor, log: Callable[[str], None]) -> torch.nn.Module:
+    """`compile=true`: the model with its forward compiled in place (torch.compile through Module.compile, so
+    its state dict and checkpoints are unchanged), run once on `example` now, so that a platform where
+    torch.compile cannot work says so in one line and the eager model (an untouched copy) is used instead."""
+    eager = copy.deepcopy(model)
+    was_training = model.training
+    start = time.perf_counter()
+    try:
+        model.compile()
+        model.eval()  # the trial call changes no BatchNorm statistics
+        with torch.no_grad():
+            model(example)
+    except Exception as e:  # no compiler, an unsupported op or platform: the eager model, said once
+        log(f"compile=true: torch.compile does not work here ({first_line(e, 160)}); using the eager model")
+        return eager.train(was_training)
+    log(f"compile=true: model compiled ({time.perf_counter() - start:.1f} s for its first graph; later shapes and "
+        "modes compile once each)")  # fmt: skip
+    return model.train(was_training)
 
 
 def pick_device(name: str) -> torch.device:

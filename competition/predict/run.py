@@ -28,7 +28,7 @@ from competition.core.tta import View, check_square, parse_tta
 from competition.data import ClassTable, DataRoot, SegmentationDataset, eval_transform
 from competition.predict.blend import blended_masks
 from competition.predict.decide import Decision
-from competition.predict.inference import describe_views, pick_device, predict_probs
+from competition.predict.inference import compiled, describe_views, pick_device, predict_probs
 from competition.predict.probs import ProbsWriter, read_probs, write_probs
 from competition.submit import (
     SUBMISSIONS,
@@ -143,6 +143,9 @@ def predict_run(
     start = time.time()
     torch_device = pick_device(settings.get("device", "auto"))
     nets = [load_fold_model(cfg, path, classes.num_classes, torch_device) for _, path in checkpoints]
+    if cfg.get("compile"):
+        example = torch.zeros(1, 3, *image_hw(cfg), device=torch_device)
+        nets = [compiled(net, example, log) for net in nets]
     ids = [im.file_name for im in root.coco("test").images]
     loader = test_loader(root, cfg, int(cfg["batch_size"]), torch_device)
     folds = [fold for fold, _ in checkpoints]

@@ -9,8 +9,9 @@ from typing import Any
 
 import optuna
 
-from competition.core.config import check_key, check_setting, read_config_file
+from competition.core.config import check_key, check_setting
 from competition.core.errors import UsageError
+from competition.core.yamlfile import read_config_file
 
 SPACE_TYPES = ("float", "int", "categorical")
 

@@ -35,7 +35,7 @@ from competition.data import (
     pseudo_dir,
     train_transform,
 )
-from competition.predict import pick_device
+from competition.predict import compiled, pick_device
 from competition.train.trackers import Trackers
 
 
@@ -179,4 +179,9 @@ def build_model(setup: Setup) -> tuple[torch.nn.Module, str]:
     model = model.to(setup.device)
     if setup.cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
+    if setup.cfg["compile"]:
+        example = torch.zeros(2, 3, *image_hw(setup.cfg), device=setup.device)
+        if setup.cfg["channels_last"]:
+            example = example.contiguous(memory_format=torch.channels_last)
+        model = compiled(model, example, setup.log)
     return model, loaded
