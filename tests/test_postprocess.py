@@ -71,6 +71,46 @@ def test_calibration_never_lowers_the_score_it_was_fitted_on(metric):
         assert fitted > plain + 0.05  # the rare class is found
 
 
+def brute_offsets(scores, truth, metric):
+    """Coordinate ascent the slow way: every grid value of every class scored by a full argmax."""
+    from competition.ensemble.postfit import GRID
+
+    n, c, p = scores.shape
+    img = np.repeat(np.arange(n), p)
+    offsets = np.zeros(c, np.float32)
+    grid = np.sort(GRID).astype(np.float32)
+    for _ in range(2):
+        for k in range(1, c):
+            if not (truth == k).any():
+                continue
+            values = []
+            for g in grid:
+                trial = offsets.copy()
+                trial[k] = g
+                pred = argmax(scores + trial[None, :, None], 1).reshape(-1)
+                values.append(metric_value(confusion(img, truth.reshape(-1), pred, n, c, 255), metric))
+            offsets[k] = grid[max(range(len(grid)), key=lambda j: (round(values[j], 9), -abs(float(grid[j]))))]
+    return offsets
+
+
+@pytest.mark.parametrize("metric", ["image", "dataset"])
+def test_binned_coordinate_ascent_equals_the_brute_force_one(metric):
+    scores, truth = under_predicted(seed=4, n=10, p=300)
+    rng = np.random.default_rng(1)
+    scores = (scores + rng.normal(0, 0.6, scores.shape)).astype(np.float32)  # ties and near-ties everywhere
+    assert np.array_equal(fit_offsets(scores, truth, CLASSES, metric), brute_offsets(scores, truth, metric))
+
+
+@pytest.mark.parametrize("metric", ["image", "dataset"])
+def test_the_numpy_ranking_values_equal_the_scorer(metric):
+    from competition.ensemble.postfit import ranking_values
+
+    rng = np.random.default_rng(2)
+    cms = rng.integers(0, 6, (3, 20, 5, 5)) * (rng.random((3, 20, 5, 5)) < 0.3)
+    cms[0, 4] = 0  # an image without a scored pixel
+    assert np.allclose(ranking_values(cms, metric), [metric_value(cm, metric) for cm in cms], rtol=0, atol=1e-12)
+
+
 def test_a_class_without_pixels_keeps_offset_zero():
     scores, truth = under_predicted()
     truth[truth == 2] = 1  # class 2 never occurs
