@@ -74,14 +74,14 @@ def main() -> None:
         proc = subprocess.run(cmd, cwd=Path.cwd(), capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"predict --post auto failed: {proc.stderr.strip().splitlines()[-1:]}")
-        print("\n".join(line for line in proc.stderr.splitlines() if "held-out" in line or "post-processing" in line))
+        print("\n".join(line for line in proc.stderr.splitlines() if "held" in line or "post-processing" in line))
         csv = json.loads(proc.stdout.strip().splitlines()[-1])["csv"]
         cfg = read_config(run_dir)
         names = read_probs(run_dir / "test" / "probs.npy").classes
         final = read_decision(run_dir / "postprocess.json", names)
         report = final.report
         calibrated = Decision(tuple(names), tuple(report["calibration"]["fitted"]))
-        base_offsets = tuple(report["calibration"]["offsets"]) if report["calibration"]["kept"] else None
+        base_offsets = final.offsets  # the calibration the fit kept (None if it kept none)
         cleaned = Decision(tuple(names), base_offsets, tuple(report["cleanup"]["fitted"]))
         decisions = {"argmax": Decision(tuple(names)), "+calibration": calibrated,
                      "base+cleanup": cleaned, "final": final}  # fmt: skip
