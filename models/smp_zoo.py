@@ -12,7 +12,7 @@ from torch import nn
 
 from competition.core.errors import UserError
 from competition.core.names import did_you_mean
-from models.pretrained import LITE0, Warn, encoder_weights, fit_in_order, read_weights
+from models.pretrained import LITE0, Warn, encoder_weights, fit_in_order, read_weights, timm_weights
 
 MIN_SIZE = {"pan": 128}  # PAN's feature pyramid attention pools its stride-16 map three times
 
@@ -63,9 +63,35 @@ def build_smp(num_classes: int, settings: dict, warn: Warn = print, *, arch: str
     if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
         hint = did_you_mean(encoder, smp.encoders.get_encoder_names(), n=3)
         raise UserError(f"unknown encoder '{encoder}' for {arch}{hint}")
+    if encoder.startswith("tu-"):
+        return _build_timm(num_classes, settings, warn, arch=arch, encoder=encoder)
     model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes)
     weights = encoder_weights(settings.get("encoder_weights"), encoder, warn)
     what = weights.detail
     if weights.path is not None:
         what = f"{load_encoder_weights(model.encoder, weights.path, encoder)} ({weights.detail})"
+    return PadToMultiple(model, min_size=MIN_SIZE.get(arch, 0)), f"{weights.source}: {arch}/{encoder}: {what}"
+
+
+def _build_timm(num_classes: int, settings: dict, warn: Warn, *, arch: str, encoder: str) -> tuple[nn.Module, str]:
+    """SMP `arch` on a timm encoder (`tu-NAME`, any model timm has). Hub weights load through timm itself
+    (SMP's pretrained path, pointed at the resolved file: timm drops the classifier and maps features_only);
+    a local file loads into the encoder, keys checked."""
+    import timm
+
+    base = encoder[len("tu-") :].split(".")[0]
+    if not timm.is_model(base):
+        hint = did_you_mean(base, timm.list_models(), n=3)
+        raise UserError(f"unknown encoder '{encoder}' for {arch}: timm has no model {base!r}{hint}")
+    weights = timm_weights(settings.get("encoder_weights"), encoder, warn)
+    hub = weights.path is not None and weights.source != "file"
+    extra = {"pretrained_cfg_overlay": {"file": str(weights.path)}} if hub else {}
+    try:
+        model = smp.create_model(arch, encoder_name=encoder, encoder_weights=True if hub else None,
+                                 classes=num_classes, **extra)  # fmt: skip
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f"encoder {encoder} for {arch}: {str(e).splitlines()[0][:200]}") from None
+    what = weights.detail
+    if weights.source == "file":
+        what = load_encoder_weights(model.encoder, weights.path, encoder)
     return PadToMultiple(model, min_size=MIN_SIZE.get(arch, 0)), f"{weights.source}: {arch}/{encoder}: {what}"

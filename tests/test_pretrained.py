@@ -159,3 +159,41 @@ def test_run_records_what_it_loaded(tmp_path, capsys):
     assert main(["leaderboard", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rows[0]["init"] == "imagenet" and "init=imagenet" in rows[0]["settings"]
+
+
+def place_timm_hub(name: str) -> dict[str, torch.Tensor]:
+    """timm's classification weights of `name` (generated), as its Hugging Face repository in the hub cache."""
+    import timm
+
+    repo = timm.models.get_pretrained_cfg(name).hf_hub_id
+    state = {k: v.contiguous() for k, v in timm.create_model(name, pretrained=False).state_dict().items()}
+    root = hub_cache() / f"models--{repo.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (root / "snapshots" / commit).mkdir(parents=True)
+    save_file(state, root / "snapshots" / commit / "model.safetensors")
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(commit)
+    return state
+
+
+def test_a_timm_encoder_loads_timms_hub_weights_offline_and_fits_any_size():
+    torch.manual_seed(3)
+    state = place_timm_hub("resnet18")
+    model, what = create_model("unet", 5, {"encoder": "tu-resnet18", "encoder_weights": "imagenet"})
+    assert what.startswith("imagenet: unet/tu-resnet18: imagenet, timm's timm/resnet18.a1_in1k")
+    loaded = model.model.encoder.model.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in loaded)  # every encoder tensor (the classifier is not)
+    assert model.eval()(torch.randn(1, 3, 37, 45)).shape == (1, 5, 37, 45)  # padded to the stride, cropped back
+
+
+def test_a_timm_encoder_without_cached_weights_offline_is_one_line_or_random_with_auto(tmp_path):
+    with pytest.raises(UserError) as error:
+        create_model("unet", 4, {"encoder": "tu-resnet18", "encoder_weights": "imagenet"})
+    assert "timm--resnet18.a1_in1k" in str(error.value) and str(tmp_path / "hf-home") in str(error.value)
+    warnings = []
+    model, what = create_model("unet", 4, {"encoder": "tu-resnet18", "encoder_weights": "auto"}, warnings.append)
+    assert what.startswith("random: unet/tu-resnet18: random init") and len(warnings) == 1
+    with pytest.raises(UserError, match=r"timm has no model 'resnet181'; did you mean"):
+        create_model("unet", 4, {"encoder": "tu-resnet181", "encoder_weights": None})
+    with pytest.raises(UserError, match="a timm encoder takes imagenet, auto, null or a file"):
+        create_model("unet", 4, {"encoder": "tu-resnet18", "encoder_weights": "instagram"})
