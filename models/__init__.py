@@ -1,5 +1,25 @@
 """Model zoo: FCNs on VGG16 beside segmentation_models_pytorch baselines, all in one registry."""
 
-from models.registry import MODELS, ModelSpec, count_parameters, create_model, encoder_of, get_spec, list_models
+from models.registry import (
+    MODELS,
+    RECOMMENDED_ENCODERS,
+    ModelSpec,
+    count_parameters,
+    create_model,
+    encoder_of,
+    get_spec,
+    list_encoders,
+    list_models,
+)
 
-__all__ = ["MODELS", "ModelSpec", "count_parameters", "create_model", "encoder_of", "get_spec", "list_models"]
+__all__ = [
+    "MODELS",
+    "RECOMMENDED_ENCODERS",
+    "ModelSpec",
+    "count_parameters",
+    "create_model",
+    "encoder_of",
+    "get_spec",
+    "list_encoders",
+    "list_models",
+]

@@ -146,3 +146,27 @@ def encoder_of(model: nn.Module) -> nn.Module | None:
             return part
     inner = getattr(model, "model", None)
     return encoder_of(inner) if isinstance(inner, nn.Module) else None
+
+
+# Encoders worth trying first (offline-buildable; each is built and run in tests/test_models.py), with a note.
+RECOMMENDED_ENCODERS: tuple[tuple[str, str], ...] = (
+    ("resnet34", "SMP's default; ImageNet from SMP's hub repository"),
+    ("timm-tf_efficientnet_lite0", "small; ImageNet ships in a pinned package (works with no network)"),
+    ("tu-convnext_tiny", "timm ConvNeXt-T: a strong 2020s CNN"),
+    ("tu-tf_efficientnetv2_s", "timm EfficientNetV2-S"),
+    ("tu-regnety_040", "timm RegNetY-4GF"),
+    ("tu-hrnet_w18", "timm HRNet-W18: high-resolution features"),
+)
+
+
+def list_encoders(pattern: str) -> list[str]:
+    """Encoder names matching a shell pattern: SMP's own, and every timm model as `tu-NAME` (a pattern that
+    starts with `tu-` matches timm names only)."""
+    import fnmatch
+
+    import segmentation_models_pytorch as smp
+    import timm
+
+    bare = pattern[len("tu-") :] if pattern.startswith("tu-") else pattern
+    own = [] if pattern.startswith("tu-") else fnmatch.filter(sorted(smp.encoders.get_encoder_names()), pattern)
+    return [e for e in own if not e.startswith("tu-")] + [f"tu-{name}" for name in timm.list_models(bare)]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torchvision.models import vgg16, vgg16_bn
 
+import models
 from competition.core.config import DEFAULTS
 from competition.core.errors import UserError
 from models import MODELS, count_parameters, create_model, get_spec, list_models
@@ -169,3 +172,25 @@ def test_registry_specs_and_search_spaces() -> None:
     for encoder in get_spec("unet").search_space["encoder"]["choices"]:
         assert count_parameters("unet", 12, {"encoder": encoder}) > 0
     assert count_parameters("unet", 12) == 24_437_964  # default encoder resnet34
+
+
+@pytest.mark.parametrize("encoder", [name for name, _ in models.RECOMMENDED_ENCODERS])
+def test_every_recommended_encoder_builds_a_unet_of_any_input_size(encoder) -> None:
+    net, _ = models.create_model("unet", 5, {"encoder": encoder, "encoder_weights": None})
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 3, 70, 50)).shape == (1, 5, 70, 50)
+
+
+def test_models_lists_recommended_encoders_and_encoders_by_pattern(capsys) -> None:
+    from competition.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "recommended encoders" in out and "tu-convnext_tiny" in out and "31,930,348" in out  # unet, 12 classes
+    assert main(["models", "--encoders", "resnet3*", "--json"]) == 0
+    names = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "resnet34" in names and "tu-resnet34" in names and all("resnet3" in n for n in names)
+    assert main(["models", "--encoders", "tu-convnext_t*", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == ["tu-convnext_tiny", "tu-convnext_tiny_hnf"]
+    assert main(["models", "--json"]) == 0  # the contract: a list of model rows, unchanged
+    assert {"name", "family", "params"} <= set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0])

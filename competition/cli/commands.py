@@ -32,6 +32,13 @@ from competition.train import (
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.encoders:
+        names = models.list_encoders(args.encoders)
+        if args.json:
+            emit_json(names)
+            return 0
+        print("\n".join(names) if names else f"no encoder matches {args.encoders!r} (try 'convnext*' or 'tu-*vit*')")
+        return 0
     n = DataRoot(Path(args.data), check_images=False).classes().num_classes if args.data else 12
     rows = [
         {"name": s.name, "family": s.family, "params": models.count_parameters(s.name, n), "description": s.description}
@@ -43,6 +50,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"{'name':<14} {'family':<6} {'params':>12}  ({n} classes)")
     for r in rows:
         print(f"{r['name']:<14} {r['family']:<6} {r['params']:>12,}  {r['description']}")
+    print(f"\nrecommended encoders for the smp models (--set encoder=NAME; params of unet, {n} classes):")
+    for name, note in models.RECOMMENDED_ENCODERS:
+        print(f"  {name:<28} {models.count_parameters('unet', n, {'encoder': name}):>12,}  {note}")
+    print("any timm model works as tu-NAME: ./run.sh models --encoders 'convnext*'")
     return 0
 
 

@@ -62,6 +62,9 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="registered models: name, family (fcn | smp), parameter count")
     p.add_argument("--data", help="count parameters for this dataset's classes (default 12)")
+    p.add_argument(
+        "--encoders", metavar="PATTERN", help="list the encoder names matching a pattern (SMP's and timm's as tu-)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(handler="cmd_models")
 
