@@ -124,7 +124,7 @@ def test_a_background_only_trial_ahead_of_the_best_is_not_hopeless(tmp_path, mon
     assert not search.is_pruned(by_lr[1e-4]) and epochs_run[1e-4] == 6  # ahead of trial 0 (0.2): trained in full
     behind = by_lr[3e-4]
     assert search.is_pruned(behind) and epochs_run[3e-4] == 2  # background only and behind 0.4: stopped
-    assert "below trial 1's 0.4000" in behind.user_attrs["prune_reason"]
+    assert "below trial 1's 0.4000; estimated CV 0.1000" in behind.user_attrs["prune_reason"]
 
 
 def test_a_pruned_trial_with_a_high_partial_value_never_becomes_the_reference():

@@ -9,8 +9,9 @@ value when the trial is pruned.
 
 The value a pruned trial returns (it ends COMPLETE, so the sampler learns from it): after whole folds, its paired
 estimate, the best fully trained trial's CV mean plus the mean difference between the two on the folds both
-finished; inside a fold, its running CV mean. Either is what the trial would most likely have scored, not a
-placeholder. The in-fold stop takes a trial that still predicts only background *and* whose running CV mean is
+finished; inside a fold, its running CV mean (the in-fold hopeless stop: the best's CV plus the gap of the two
+running means over the same folds, since early folds can score above the CV mean). Each is what the trial would
+most likely have scored, not a placeholder. The in-fold stop takes a trial that still predicts only background *and* whose running CV mean is
 below the best fully trained trial's on the same folds: under the per-image mIoU a background-only model can be
 the best configuration of a short budget (images of small objects score high without them), and then it is
 not hopeless.
@@ -70,10 +71,12 @@ class TrialReports:
             theirs = self._fold_mean(best, fold)
             if theirs is not None and running_mean < theirs:  # background only *and* behind: nothing to learn
                 ratio = float(row["foreground_ratio"])
+                estimate = float(best.value) + running_mean - theirs  # paired over the same folds, as below
                 raise StopTrial(
                     f"still predicts only background after {where} (foreground on {ratio:.1%} of the true "
-                    f"foreground), running CV mean {running_mean:.4f} below trial {best.number}'s {theirs:.4f}",
-                    running_mean,
+                    f"foreground), running CV mean {running_mean:.4f} below trial {best.number}'s {theirs:.4f}; "
+                    f"estimated CV {estimate:.4f}",
+                    estimate,
                     len(self.fold_scores),
                 )
 
