@@ -16,6 +16,10 @@ images, ensemble.noise); the kept parameters are then fitted on all out-of-fold 
   once under the calibrated decision; removing one moves its pixels to their second-best class, so each
   candidate area is an exact update of per-image confusion counts. Classes are fitted in class order, each
   given the areas already chosen; the held-out score applies the real cleanup (predict.decide.cleanup).
+
+The reported `after` is the held-out score of the last kept step. Cleanup is fitted and scored on top of the
+calibration refitted on every image, so when both are kept the calibration part of `after` is in-sample (its
+own held-out gain is reported beside it).
 """
 
 from __future__ import annotations
