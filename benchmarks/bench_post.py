@@ -31,6 +31,7 @@ from competition.core.geometry import resize_nearest  # noqa: E402
 from competition.core.runs import find_run, read_config  # noqa: E402
 from competition.data import DataRoot, load_coco, mask_store  # noqa: E402
 from competition.ensemble.noise import gain, metric_value  # noqa: E402
+from competition.ensemble.postfit import class_iou  # noqa: E402
 from competition.predict import Decision, read_decision, read_probs, run_classes  # noqa: E402
 from competition.submit import per_image_confusion, score_submission  # noqa: E402
 
@@ -51,12 +52,6 @@ def test_confusions(run_dir: Path, decisions: dict[str, Decision], gt: Path, dat
         pred = torch.from_numpy(decision.masks(probs).astype(np.int64))
         out[name] = per_image_confusion(pred, target, classes.num_classes, classes.ignore_index).numpy()
     return out
-
-
-def class_iou(cm: np.ndarray) -> list[float | None]:
-    total = cm.sum(0)
-    union = total.sum(0) + total.sum(1) - np.diag(total)
-    return [float(i / u) if u else None for i, u in zip(np.diag(total), union, strict=True)]
 
 
 def main() -> None:
