@@ -135,7 +135,7 @@ def test_kill_during_training_then_resume_is_identical(world, tmp_path, capsys):
     assert not (run / "fold_0" / "last.pt").exists() and len(half_files(run)) == 1  # only under its temporary name
     torch_load_ok(run / "fold_0" / "best.pt")
     # 2. kill -9 mid-epoch: the resume starts fold 0 again (no last.pt); its 3rd optimiser step is in epoch 2
-    killed_run([*args, "--resume", run.name], "competition.train.loop:optimizer_step", 3, "before", tmp_path)
+    killed_run([*args, "--resume", run.name], "competition.train.fold:optimizer_step", 3, "before", tmp_path)
     assert half_files(run) == []  # the dead writer's temporary was removed by the resume
     torch_load_ok(run / "fold_0" / "last.pt")
     # 3. kill -9 mid-OOF write: the resume continues fold 0 at epoch 2, then writes its OOF probabilities

@@ -226,7 +226,7 @@ def test_nan_loss_fails_the_run_with_its_reason(data, tmp_path, monkeypatch, cap
 
 def oom_above(monkeypatch, largest: int) -> list[int]:
     """train_epoch raises CUDA's out-of-memory error for batches larger than `largest`; returns batch sizes seen."""
-    from competition.train import loop
+    from competition.train import fold as loop
 
     real, seen = loop.train_epoch, []
 

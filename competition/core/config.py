@@ -50,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "class_weights": None,  # None | "auto" (inverse sqrt of pixel frequency) | list of floats
     "grad_clip": 0.0,  # max gradient norm; 0 = off
     "early_stop": 0,  # patience in epochs; 0 = off
+    "keep": "best",  # the fold's kept checkpoint: best (its best validated epoch) | last (its last epoch)
+    "val_every": 1,  # validate every N epochs (and always the last); 0 = the last epoch only
     "ema": 0.0,  # weight averaging: EMA decay (e.g. 0.999, updated every optimiser step); 0 = off
     "swa": 0,  # weight averaging: SWA over the last N epochs (BatchNorm recomputed); 0 = off
     "metric": "image",  # ranking metric: image (per-image mIoU, run A leaderboard) | dataset
@@ -102,6 +104,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "fp16", "off"),
     "sampler": ("shuffle", "balanced"),
+    "keep": ("best", "last"),
     "oom": ("fail", "halve"),
 }
 # Type and range of every other setting: (kind, low, high); None = unbounded. Kinds: int, float, bool, text,
@@ -130,6 +133,7 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "encoder_lr": ("float", 0.0, 100.0),
     "grad_clip": ("float", 0.0, None),
     "early_stop": ("int", 0, 100_000),
+    "val_every": ("int", 0, 100_000),
     "aug_hflip": ("float", 0.0, 1.0),
     "aug_vflip": ("float", 0.0, 1.0),
     "aug_scale_min": ("float", 0.05, 20.0),
@@ -344,6 +348,9 @@ def validate(cfg: dict[str, Any], source: str = "setting") -> dict[str, Any]:
             f"{source}: aug_scale_min={cfg['aug_scale_min']} > aug_scale_max={cfg['aug_scale_max']}: "
             "expected min <= max"
         )
+    if cfg["early_stop"] and cfg["keep"] == "last":
+        raise UsageError(f"{source}: early_stop={cfg['early_stop']} with keep=last: early stopping keeps the best "
+                         "epoch; use keep=best")  # fmt: skip
     if cfg["ema"] and cfg["swa"]:
         raise UsageError(f"{source}: ema={cfg['ema']} and swa={cfg['swa']}: choose one weight average")
     if cfg["swa"] > cfg["epochs"]:

@@ -11,10 +11,10 @@ The value a pruned trial returns (it ends COMPLETE, so the sampler learns from i
 estimate, the best fully trained trial's CV mean plus the mean difference between the two on the folds both
 finished; inside a fold, its running CV mean (the in-fold hopeless stop: the best's CV plus the gap of the two
 running means over the same folds, since early folds can score above the CV mean). Each is what the trial would
-most likely have scored, not a placeholder. The in-fold stop takes a trial that still predicts only background *and* whose running CV mean is
-below the best fully trained trial's on the same folds: under the per-image mIoU a background-only model can be
-the best configuration of a short budget (images of small objects score high without them), and then it is
-not hopeless.
+most likely have scored, not a placeholder. The in-fold stop takes a trial that still predicts only background
+*and* whose running CV mean is below the best fully trained trial's on the same folds: under the per-image mIoU
+a background-only model can be the best configuration of a short budget (images of small objects score high
+without them), and then it is not hopeless.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class TrialReports:
     def epoch(self, fold: int, epoch: int, running_mean: float, row: dict[str, Any]) -> None:
         self.epochs += 1
         self.trial.set_user_attr("epochs", self.epochs)
+        if not math.isfinite(float(row["miou_image"])):  # an epoch without validation (val_every): no value
+            return
         where = f"fold {fold} epoch {epoch + 1}"
         if self.pruning.reports == "epochs":
             self.trial.report(running_mean, fold * self.per_fold + epoch)

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# on_epoch(fold, epoch, running CV mean, row) is called after every epoch, with the epoch's metrics.csv row.
+# on_epoch(fold, epoch, running CV mean, row) is called after every epoch, with the epoch's metrics.csv row
+# (its scores NaN when the epoch was not validated: val_every).
 # The running CV mean averages the finished folds' scores and the current fold's best so far.
 EpochHook = Callable[[int, int, float, dict[str, Any]], None]
 # on_fold(fold, result) is called once each fold is done (trained now, or finished earlier and skipped), in fold

@@ -19,6 +19,8 @@ def learning_curves(history: pd.DataFrame, path: Path) -> None:
     for fold, rows in history.groupby("fold"):
         dot = "." if len(rows) < 20 else ""  # a run of one epoch is a point, not a line
         ax_loss.plot(rows["epoch"], rows["train_loss"], dot + "-", label=f"fold {fold} train")
+        rows = rows.dropna(subset=["miou_image"])  # validated epochs only (val_every)
+        dot = "." if len(rows) < 20 else ""
         ax_loss.plot(rows["epoch"], rows["val_loss"], dot + "--", label=f"fold {fold} val")
         ax_iou.plot(rows["epoch"], rows["miou_image"], dot + "-", label=f"fold {fold} per-image")
         ax_iou.plot(rows["epoch"], rows["miou_dataset"], dot + ":", label=f"fold {fold} dataset")

@@ -8,6 +8,7 @@ fold indices (run scalars), so a resumed fold continues its curves where it stop
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ SCALARS = {  # metrics.csv column -> TensorBoard tag (the other trackers log the
 
 
 def scalars(row: dict[str, Any]) -> dict[str, float]:
-    """A metrics.csv row's values by tag (the columns it has)."""
-    return {tag: float(row[column]) for column, tag in SCALARS.items() if row.get(column) is not None}
+    """A metrics.csv row's values by tag (the columns it has; NaN, an epoch not validated, left out)."""
+    values = {tag: row.get(column) for column, tag in SCALARS.items()}
+    return {tag: float(v) for tag, v in values.items() if v is not None and math.isfinite(float(v))}
 
 
 def _writer(folder: Path):
