@@ -163,8 +163,8 @@ def profile(args, out: Path) -> None:
     p = pstats.Stats(str(stats))
     wanted = {
         "prepare": "train/setup.py:prepare", "build_model": "train/setup.py:build_model",
-        "train_epoch": "train/loop.py:train_epoch", "evaluate (per-epoch + final)": "train/evaluate.py:evaluate",
-        "  forward at validation": "predict/probs.py:predict_probs", "  overlays": "train/plots.py:save_overlays",
+        "train_epoch": "train/fold.py:train_epoch", "evaluate (per-epoch + final)": "train/evaluate.py:evaluate",
+        "  forward at validation": "predict/inference.py:predict_probs", "  overlays": "train/plots.py:save_overlays",
         "  out-of-fold writing": "predict/probs.py:write", "save_checkpoint": "core/checkpoint.py:save_checkpoint",
         "trackers (epoch)": "train/trackers.py:epoch", "summarize_run": "train/summary.py:summarize_run",
         "DataLoader __iter__": "dataloader.py:__iter__",
@@ -183,7 +183,7 @@ def main() -> None:
     p.add_argument("--data", required=True, help="dataset root, or `sample` (the embedded sample dataset)")
     p.add_argument("--gt", type=Path, help="test ground truth (default: DATA/test_gt.json, as the sample has)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--arms", nargs="+", default=["plain", "harness"])
+    p.add_argument("--arms", nargs="*", default=["plain", "harness"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--folds", type=int, default=2)
     p.add_argument("--epochs", type=int, default=4)
@@ -211,8 +211,9 @@ def main() -> None:
     for seed in args.seeds:  # seed-major: an interrupted benchmark still has every arm of the first seeds
         for arm in args.arms:
             rows.append(run_arm(arm, seed, args, args.out))
-    (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
-    summary(rows)
+    if rows:
+        (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
+        summary(rows)
     if args.profile:
         profile(args, args.out)
 

@@ -13,7 +13,7 @@ from competition.cli import main
 from competition.data import write_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGET = {"epochs": 3, "image_size": 64, "batch_size": 8, "lr": 1e-3, "folds": 2}
+BUDGET = {"epochs": 6, "image_size": 64, "batch_size": 4, "lr": 1e-3, "folds": 2}
 # measured with bench_peer.py on the sample (3 seeds at this budget): see benchmarks/RESULTS.md "Against a plain loop"
 FRACTION = 0.9
 

@@ -73,7 +73,7 @@ def tiny_cfg(tmp_path):
 
     root = write_sample_dataset(tmp_path / "data", n_train=8, n_test=2, size=40)
     flags = {"folds": 2, "epochs": 2, "image_size": 32, "batch_size": 4, "num_workers": 0, "device": "cpu"}
-    flags |= {"encoder": "resnet18", "encoder_weights": None, "overlays": 2, "tracker": "mlflow"}
+    flags |= {"val_every": 1, "encoder": "resnet18", "encoder_weights": None, "overlays": 2, "tracker": "mlflow"}
     cfg = resolve(models.get_spec("unet").defaults, flags=flags)
     cfg.update(model="unet", data=str(root))
     return cfg

@@ -18,10 +18,18 @@ from competition.predict import read_probs
 from competition.train import fold as fold_module
 from competition.train import train_run
 from competition.train.evaluate import evaluate
-from competition.train.fold import validated
+from competition.train.fold import val_interval, validated
 from competition.train.setup import build_model, loaders, prepare
 
-TINY = {"image_size": 32, "folds": 2, "batch_size": 4, "num_workers": 0, "encoder": "resnet18", "tracker": "none"}
+TINY = {
+    "image_size": 32,
+    "folds": 2,
+    "batch_size": 4,
+    "num_workers": 0,
+    "encoder": "resnet18",
+    "tracker": "none",
+    "val_every": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +59,22 @@ def test_validated_epochs():
     assert [e for e in range(1, 8) if validated(e, 7, 1)] == [1, 2, 3, 4, 5, 6, 7]
     assert [e for e in range(1, 8) if validated(e, 7, 3)] == [3, 6, 7]  # the last always
     assert [e for e in range(1, 8) if validated(e, 7, 0)] == [7]
+
+
+def test_auto_validation_interval_and_workers():
+    from competition.predict import loader_workers
+
+    assert val_interval("auto", 400, 100) == 1  # 5 folds: validation is cheap, every epoch
+    assert val_interval("auto", 300, 300) == 5  # 2 folds: every 5th epoch (and the last)
+    assert val_interval(3, 300, 300) == 3 and val_interval(0, 300, 300) == 0
+    assert resolve(sets=["val_every=auto", "num_workers=auto"])["val_every"] == "auto"
+    assert resolve(sets=["val_every=4"])["val_every"] == 4
+    with pytest.raises(UserError, match="num_workers"):
+        resolve(sets=["num_workers=many"])
+    import torch
+
+    assert loader_workers("auto", torch.device("cpu")) == 0 and loader_workers("auto", torch.device("cuda")) == 2
+    assert loader_workers(3, torch.device("cpu")) == 3
 
 
 def test_val_every_validates_those_epochs_and_keeps_the_best_of_them(sample_root, tmp_path, monkeypatch):

@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "grad_clip": 0.0,  # max gradient norm; 0 = off
     "early_stop": 0,  # patience in epochs; 0 = off
     "keep": "best",  # the fold's kept checkpoint: best (its best validated epoch) | last (its last epoch)
-    "val_every": 1,  # validate every N epochs (and always the last); 0 = the last epoch only
+    "val_every": "auto",  # validate every N epochs (and always the last); 0 = the last only; auto: see below
     "ema": 0.0,  # weight averaging: EMA decay (e.g. 0.999, updated every optimiser step); 0 = off
     "swa": 0,  # weight averaging: SWA over the last N epochs (BatchNorm recomputed); 0 = off
     "metric": "image",  # ranking metric: image (per-image mIoU, run A leaderboard) | dataset
@@ -71,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "oom": "fail",  # on CUDA out of memory: fail (the run or trial, with the reason) | halve (retry once, half batch)
     "channels_last": True,
     "compile": False,  # torch.compile the training and prediction model (one line and eager where it cannot)
-    "num_workers": 2,
+    "num_workers": "auto",  # DataLoader worker processes; auto: 0 on a CPU (they would take its cores), 2 on CUDA
     "image_cache": True,  # decode and resize training images once into a memory-mapped cache (data/images.py)
     "save_oof": True,
     "overlays": 4,  # prediction overlay PNGs per fold
@@ -91,6 +91,7 @@ QUICK_PROFILE: dict[str, Any] = {
     "batch_size": 4,
     "num_workers": 0,
     "weights": None,
+    "val_every": 1,  # its learning curves every epoch (validating 36 images at 64 px is cheap)
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -133,7 +134,6 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "encoder_lr": ("float", 0.0, 100.0),
     "grad_clip": ("float", 0.0, None),
     "early_stop": ("int", 0, 100_000),
-    "val_every": ("int", 0, 100_000),
     "aug_hflip": ("float", 0.0, 1.0),
     "aug_vflip": ("float", 0.0, 1.0),
     "aug_scale_min": ("float", 0.05, 20.0),
@@ -142,12 +142,12 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "copy_paste": ("float", 0.0, 1.0),
     "channels_last": ("bool", None, None),
     "compile": ("bool", None, None),
-    "num_workers": ("int", 0, 256),
     "image_cache": ("bool", None, None),
     "save_oof": ("bool", None, None),
     "overlays": ("int", 0, 10_000),
 }
-SPECIAL = ("classes", "loss", "class_weights", "fold", "image_size", "val_tta", "tracker")
+SPECIAL = ("classes", "loss", "class_weights", "fold", "image_size", "val_tta", "tracker", "val_every", "num_workers")
+AUTO_INTS = {"val_every": 100_000, "num_workers": 256}  # auto, or an integer in 0..this
 # Settings that change how fast a run goes, not what it learns: never "fixed", free to change on resume.
 MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof", "image_cache", "oom", "tracker", "compile"})
 # Settings `predict` and `ensemble` take with --set (the rest is the run's own).
@@ -215,6 +215,13 @@ def _number(value: Any, integer: bool) -> int | float | None:
 
 
 def _check_special(key: str, value: Any, bad: Any) -> Any:
+    if key in AUTO_INTS:
+        if value == "auto":
+            return value
+        number = _number(value, integer=True)
+        if number is None or not 0 <= number <= AUTO_INTS[key]:
+            raise bad(f"auto or an integer in 0..{AUTO_INTS[key]}")
+        return number
     if key == "tracker":
         try:
             return ",".join(tracker_names(value))

@@ -11,6 +11,7 @@ from competition.predict.inference import (
     autocast,
     compiled,
     describe_views,
+    loader_workers,
     pick_device,
     predict_probs,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "compiled",
     "describe_views",
     "parse_tta",
+    "loader_workers",
     "pick_device",
     "predict_probs",
     "ProbsWriter",

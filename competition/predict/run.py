@@ -28,7 +28,7 @@ from competition.core.tta import View, check_square, parse_tta
 from competition.data import ClassTable, DataRoot, SegmentationDataset, eval_transform
 from competition.predict.blend import blended_masks
 from competition.predict.decide import Decision
-from competition.predict.inference import compiled, describe_views, pick_device, predict_probs
+from competition.predict.inference import compiled, describe_views, loader_workers, pick_device, predict_probs
 from competition.predict.probs import ProbsWriter, read_probs, write_probs
 from competition.submit import (
     SUBMISSIONS,
@@ -91,7 +91,7 @@ def test_loader(root: DataRoot, cfg: dict[str, Any], batch_size: int, device: to
     """The test images of test.json in order, prepared as the run's validation images were."""
     test = root.coco("test")
     dataset = SegmentationDataset(root.root, test.path, test.images, None, eval_transform(cfg), "predict")
-    workers = int(cfg["num_workers"])
+    workers = loader_workers(cfg["num_workers"], device)
     return DataLoader(dataset, batch_size, num_workers=workers, pin_memory=device.type == "cuda")
 
 

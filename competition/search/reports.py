@@ -59,7 +59,7 @@ class TrialReports:
     def epoch(self, fold: int, epoch: int, running_mean: float, row: dict[str, Any]) -> None:
         self.epochs += 1
         self.trial.set_user_attr("epochs", self.epochs)
-        if not math.isfinite(float(row["miou_image"])):  # an epoch without validation (val_every): no value
+        if not math.isfinite(float(row.get("miou_image", 0.0))):  # an epoch without validation (val_every)
             return
         where = f"fold {fold} epoch {epoch + 1}"
         if self.pruning.reports == "epochs":

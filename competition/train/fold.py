@@ -73,6 +73,7 @@ def train_fold(
     cfg = setup.cfg
     f = build_fold(setup, fold, out)
     epochs = int(cfg["epochs"])
+    every = val_interval(cfg["val_every"], len(f.train_loader.dataset), len(f.val_set))
     if setup.steps is not None:
         setup.steps.skip(f.state["epoch"])  # epochs a resumed fold had done
     for epoch in range(f.state["epoch"], epochs):
@@ -86,7 +87,7 @@ def train_fold(
         scores, val_loss = None, math.nan
         if epoch + 1 == epochs and f.average.kind != "swa":  # the fold's final pass too, if this epoch is kept
             scores, val_loss = final_evaluation(f, f.average.evaluated(f.model), setup)
-        elif validated(epoch + 1, epochs, int(cfg["val_every"])):
+        elif validated(epoch + 1, epochs, every):
             scores, val_loss = evaluate(f.average.evaluated(f.model), f.val_loader, setup)
         record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
         setup.trackers.epoch(fold, f.state["history"][-1])
@@ -102,6 +103,18 @@ def train_fold(
     setup.trackers.images(fold, overlays, result["best_epoch"])  # the kept checkpoint's predictions
     setup.trackers.fold_done(fold, result)
     return result
+
+
+VAL_COST = 0.5  # a validation image (forward, upsampling to 256 x 256, scoring) costs about half a training image
+VAL_SHARE = 0.1  # val_every=auto keeps the validations near a tenth of the training time
+
+
+def val_interval(setting: str | int, n_train: int, n_val: int) -> int:
+    """The epochs between validations of setting `val_every`: auto = every epoch where validation is cheap (5
+    folds: a quarter as many validation images as training ones), else sparser (2 folds: every 5th epoch)."""
+    if setting != "auto":
+        return int(setting)
+    return max(1, round(VAL_COST * n_val / max(1, n_train) / VAL_SHARE))
 
 
 def validated(epoch: int, epochs: int, every: int) -> bool:

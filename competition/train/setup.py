@@ -35,7 +35,7 @@ from competition.data import (
     pseudo_dir,
     train_transform,
 )
-from competition.predict import compiled, pick_device
+from competition.predict import compiled, loader_workers, pick_device
 from competition.train.trackers import Trackers
 
 
@@ -152,7 +152,7 @@ def loaders(setup: Setup, fold: int) -> tuple[DeviceBatches, DataLoader, Segment
     val_set = SegmentationDataset(
         data.root, coco.path, val_images, setup.masks, eval_transform(cfg), "eval", pixels=setup.pixels
     )
-    workers = int(cfg["num_workers"])
+    workers = loader_workers(cfg["num_workers"], setup.device)
     common = {
         "num_workers": workers,
         "pin_memory": setup.device.type == "cuda",
