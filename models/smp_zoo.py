@@ -12,7 +12,7 @@ from torch import nn
 
 from competition.core.errors import UserError
 from competition.core.names import did_you_mean
-from models.pretrained import LITE0, Warn, encoder_weights, fit_in_order, read_weights, timm_weights
+from models.pretrained import LITES, Warn, encoder_weights, fit_in_order, read_weights, timm_weights
 
 MIN_SIZE = {"pan": 128}  # PAN's feature pyramid attention pools its stride-16 map three times
 
@@ -41,12 +41,12 @@ class PadToMultiple(nn.Module):
 def load_encoder_weights(encoder: nn.Module, path: str | Path, name: str = "") -> str:
     """Load a state dict file into an SMP encoder (strict keys and shapes). Returns what was loaded.
 
-    The EfficientNet-Lite0 package's checkpoint (efficientnet_pytorch names) is mapped one to one, in order,
+    The EfficientNet-Lite0/1/2 packages' checkpoints (efficientnet_pytorch names) is mapped one to one, in order,
     onto the encoder's tensors, each shape checked.
     """
     path = Path(path)
     state = read_weights(path, "encoder weights")
-    if name == LITE0 and "_conv_stem.weight" in state:
+    if name in LITES and "_conv_stem.weight" in state:
         state = fit_in_order(state, encoder.state_dict(), path)
     try:
         encoder.load_state_dict(state, strict=True)

