@@ -12,7 +12,7 @@ from torch import nn
 from competition.core.errors import UserError
 from competition.core.names import did_you_mean
 from models.fcn import build_fcn
-from models.smp_zoo import build_smp
+from models.smp_zoo import DPT_ENCODERS, build_smp
 
 # (num_classes, settings, warn) -> (model, "<source>: what was loaded"); warn prints one warning line
 Builder = Callable[[int, dict, Callable[[str], None]], tuple[nn.Module, str]]
@@ -71,6 +71,15 @@ FCN_QUICK_SPACE: dict = {
     "aug_color": {"type": "float", "low": 0.0, "high": 0.02},
 }
 SMP_QUICK_SPACE: dict = {k: v for k, v in SMP_SPACE.items() if k != "image_size"}
+# DPT (a ViT encoder): ViTs fine-tune at lower learning rates than CNNs, the encoder lower still (DPT's paper:
+# 1e-5 encoder / 1e-4 decoder); image sizes in patches (multiples of 32 suit patch 16 and 8)
+DPT_SPACE: dict = COMMON_SPACE | {
+    "encoder": {"type": "categorical", "choices": list(DPT_ENCODERS)},
+    "lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+    "encoder_lr": {"type": "float", "low": 0.05, "high": 1.0, "log": True},
+}
+DPT_DEFAULTS: dict = {"encoder": DPT_ENCODERS[0], "lr": 1e-4, "encoder_lr": 0.1}
+DPT_QUICK_SPACE: dict = {k: v for k, v in DPT_SPACE.items() if k != "image_size"}
 
 
 def _fcn(stride: int, description: str) -> ModelSpec:
@@ -100,6 +109,15 @@ MODELS: dict[str, ModelSpec] = {
         _smp("manet", "MA-Net (smp)"),
         _smp("upernet", "UPerNet (smp)"),
         _smp("segformer", "SegFormer decoder (smp)"),
+        ModelSpec(
+            "dpt",
+            "smp",
+            partial(build_smp, arch="dpt"),
+            DPT_DEFAULTS,
+            DPT_SPACE,
+            "DPT (smp): a plain ViT encoder (timm tu-vit_*), any input size",
+            DPT_QUICK_SPACE,
+        ),
     )
 }
 

@@ -15,6 +15,8 @@ from competition.core.names import did_you_mean
 from models.pretrained import LITES, Warn, encoder_weights, fit_in_order, read_weights, timm_weights
 
 MIN_SIZE = {"pan": 128}  # PAN's feature pyramid attention pools its stride-16 map three times
+# DPT's encoders: plain ViTs from timm (DPT reads their token maps); the first is its default
+DPT_ENCODERS = ("tu-vit_small_patch16_224.augreg_in21k_ft_in1k", "tu-vit_base_patch16_224.augreg_in21k")
 
 
 class PadToMultiple(nn.Module):
@@ -65,6 +67,8 @@ def build_smp(num_classes: int, settings: dict, warn: Warn = print, *, arch: str
         raise UserError(f"unknown encoder '{encoder}' for {arch}{hint}")
     if encoder.startswith("tu-"):
         return _build_timm(num_classes, settings, warn, arch=arch, encoder=encoder)
+    if arch == "dpt":
+        raise UserError(f"dpt takes a timm ViT encoder (tu-NAME, e.g. {DPT_ENCODERS[0]}), not '{encoder}'")
     model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes)
     weights = encoder_weights(settings.get("encoder_weights"), encoder, warn)
     what = weights.detail
@@ -86,12 +90,18 @@ def _build_timm(num_classes: int, settings: dict, warn: Warn, *, arch: str, enco
     weights = timm_weights(settings.get("encoder_weights"), encoder, warn)
     hub = weights.path is not None and weights.source != "file"
     extra = {"pretrained_cfg_overlay": {"file": str(weights.path)}} if hub else {}
+    if arch == "dpt":  # any input size: timm interpolates the ViT's position embeddings to the patch grid
+        extra["dynamic_img_size"] = True
     try:
         model = smp.create_model(arch, encoder_name=encoder, encoder_weights=True if hub else None,
                                  classes=num_classes, **extra)  # fmt: skip
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise UserError(f"encoder {encoder} for {arch}: {str(e).splitlines()[0][:200]}") from None
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        hint = f" (dpt takes a timm ViT encoder, e.g. {DPT_ENCODERS[0]})" if arch == "dpt" else ""
+        raise UserError(f"encoder {encoder} for {arch}: {str(e).splitlines()[0][:200]}{hint}") from None
     what = weights.detail
     if weights.source == "file":
         what = load_encoder_weights(model.encoder, weights.path, encoder)
-    return PadToMultiple(model, min_size=MIN_SIZE.get(arch, 0)), f"{weights.source}: {arch}/{encoder}: {what}"
+    # DPT: a multiple of two patches (its coarsest map is the patch grid halved); the CNNs: of 32
+    multiple = 2 * int(model.encoder.output_stride) if arch == "dpt" else 32
+    wrapped = PadToMultiple(model, multiple=multiple, min_size=MIN_SIZE.get(arch, 0))
+    return wrapped, f"{weights.source}: {arch}/{encoder}: {what}"

@@ -28,28 +28,10 @@ from competition.data import write_sample_dataset
 from competition.search import open_storage
 from tests.conftest import LR_SPACE
 
-TINY = [
-    "--folds",
-    "2",
-    "--epochs",
-    "2",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "2",
-    "--seed",
-    "3",
-    "--device",
-    "cpu",
-    "--set",
-    "encoder=resnet18",
-    "--set",
-    "num_workers=0",
-    "--set",
-    "overlays=0",
-    "--set",
-    "val_every=1",
-]  # fmt: skip  (every epoch validated: the kill points count its checkpoint writes)
+# val_every=1: every epoch validated, since the kill points count the run's checkpoint writes
+TINY = ["--folds", "2", "--epochs", "2", "--image-size", "32", "--batch-size", "2", "--seed", "3",
+        "--device", "cpu", "--set", "encoder=resnet18", "--set", "num_workers=0", "--set", "overlays=0",
+        "--set", "val_every=1"]  # fmt: skip
 
 # Runs `python -m competition ARGS` in this process after patching KILL_AT (module:attribute) so that its
 # KILL_NTH-th call SIGKILLs the process: `before` the call, or `after` it with the file it wrote cut in half.

@@ -15,7 +15,7 @@ from models import MODELS, count_parameters, create_model, get_spec, list_models
 from models.fcn import bilinear_kernel
 
 ODD_SIZES = [(45, 70), (33, 33), (64, 96), (1, 1)]
-SMP_MODELS = [spec.name for spec in list_models() if spec.family == "smp"]
+SMP_MODELS = [spec.name for spec in list_models() if spec.family == "smp" and spec.name != "dpt"]  # dpt: a ViT
 
 # 12 classes. Shared by all three: VGG16 convs 14,714,688 + fc6 (512*4096 + 4096) 2,101,248
 # + fc7 (4096*4096 + 4096) 16,781,312 + score_fr (4096*12 + 12) 49,164 = 33,646,412.
@@ -194,3 +194,21 @@ def test_models_lists_recommended_encoders_and_encoders_by_pattern(capsys) -> No
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == ["tu-convnext_tiny", "tu-convnext_tiny_hnf"]
     assert main(["models", "--json"]) == 0  # the contract: a list of model rows, unchanged
     assert {"name", "family", "params"} <= set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0])
+
+
+def test_dpt_trains_and_predicts_through_the_harness(tmp_path, monkeypatch) -> None:
+    """DPT (its defaults: lr, encoder_lr) on a small ViT trains k folds and predicts a valid submission."""
+    from competition.cli import main
+    from competition.data import write_sample_dataset
+
+    monkeypatch.chdir(tmp_path)
+    data = write_sample_dataset(tmp_path / "data", n_train=8, n_test=2, size=48)
+    runs = tmp_path / "runs"
+    args = ["--data", str(data), "--runs-dir", str(runs), "--folds", "2", "--epochs", "1", "--image-size", "48"]
+    args += ["--batch-size", "4", "--set", "encoder=tu-vit_tiny_patch16_224", "--set", "encoder_weights=null"]
+    assert main(["train", "dpt", *args, "--set", "tracker=none", "--json"]) == 0
+    (run,) = [p for p in runs.iterdir() if p.name.startswith("dpt-")]
+    config = json.loads((run / "config.json").read_text())
+    assert config["encoder_lr"] == 0.1 and config["lr"] == 1e-4  # DPT's own defaults
+    assert main(["predict", run.name, "--runs-dir", str(runs), "--name", "dpt"]) == 0
+    assert main(["check", "submissions/dpt.csv", "--data", str(data)]) == 0

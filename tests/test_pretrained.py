@@ -192,6 +192,25 @@ def test_a_timm_encoder_loads_timms_hub_weights_offline_and_fits_any_size():
     assert model.eval()(torch.randn(1, 3, 37, 45)).shape == (1, 5, 37, 45)  # padded to the stride, cropped back
 
 
+def test_dpt_loads_a_timm_vit_offline_takes_any_size_and_refuses_cnn_encoders():
+    """DPT on a ViT from timm's hub repository in the cache (generated weights): every ViT tensor loaded, the
+    position embeddings interpolated to any input size (padded to two patches, cropped back)."""
+    torch.manual_seed(4)
+    state = place_timm_hub("vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+    settings = {"encoder": "tu-vit_tiny_patch16_224.augreg_in21k_ft_in1k", "encoder_weights": "imagenet"}
+    model, what = create_model("dpt", 5, settings)
+    assert what.startswith("imagenet: dpt/tu-vit_tiny_patch16_224.augreg_in21k_ft_in1k: imagenet, timm's timm/")
+    loaded = model.model.encoder.model.state_dict()
+    assert loaded and all(torch.equal(loaded[k], state[k]) for k in loaded)
+    with torch.no_grad():
+        for size in [(64, 64), (37, 90)]:
+            assert model.eval()(torch.randn(1, 3, *size)).shape == (1, 5, *size)
+    with pytest.raises(UserError, match="dpt takes a timm ViT encoder"):
+        create_model("dpt", 5, {"encoder": "resnet34", "encoder_weights": None})
+    with pytest.raises(UserError, match="dpt takes a timm ViT encoder"):
+        create_model("dpt", 5, {"encoder": "tu-resnet18", "encoder_weights": None})
+
+
 def test_a_timm_encoder_without_cached_weights_offline_is_one_line_or_random_with_auto(tmp_path):
     with pytest.raises(UserError) as error:
         create_model("unet", 4, {"encoder": "tu-resnet18", "encoder_weights": "imagenet"})

@@ -17,7 +17,7 @@ from competition.core.errors import UsageError
 from competition.core.runs import find_run, new_run_id
 from competition.data import DataRoot, describe_dataset, resolve_data_root, write_sample_dataset
 from competition.ensemble import ensemble_runs, run_post, select_members, vote_csvs
-from competition.predict import predict_run, pseudo_label
+from competition.predict import export_run, predict_run, pseudo_label
 from competition.report import serve_dashboard, write_report
 from competition.search import SearchRequest, run_search
 from competition.submit import check_submission, record_lb, score_submission
@@ -119,6 +119,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     log = logger(args)
     decision = run_post(args.post, run_dir, args.data, log)
     result = predict_run(run_dir, args.data, args.tta, args.name, settings, log=log, decision=decision)
+    if args.json:
+        emit_json(result)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    run_dir = find_run(Path(args.runs_dir), args.run)
+    out = Path(args.out) if args.out else None
+    result = export_run(run_dir, args.format, out, args.dynamic, args.data, logger(args))
     if args.json:
         emit_json(result)
     return 0

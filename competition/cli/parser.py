@@ -136,6 +136,18 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="cmd_predict")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="a run's folds as one ONNX or TorchScript graph (softmax mean), to predict alone")
+    p.add_argument("run", help="run id, unique id prefix, run folder, trial:STUDY:NUMBER or best:STUDY")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default onnx")
+    p.add_argument("--out", help="the graph's file (default runs/<id>/export/<id>.onnx or .pt; a .json beside it)")
+    p.add_argument("--dynamic", action="store_true", help="ONNX: any input height and width (default: the run's)")
+    p.add_argument("--data", help="dataset root for the class table (default: the run's)")
+    p.add_argument("--runs-dir", default="runs", help="where run folders are (default runs/)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler="cmd_export")
+
+
 def _add_ensemble(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ensemble", help="soft-vote ensemble of runs (or hard vote of CSVs) -> submissions/NAME.csv")
     p.add_argument("runs", nargs="*", metavar="RUN", help="two or more runs (ids, prefixes, folders, trial refs)")
@@ -241,6 +253,7 @@ COMMANDS = (
     _add_train,
     _add_search,
     _add_predict,
+    _add_export,
     _add_ensemble,
     _add_leaderboard,
     _add_lb,

@@ -1,11 +1,12 @@
 """Prediction: a model's softmax probabilities with test-time augmentation, stored probability files (uint8),
 their weighted averages and argmax, and `predict RUN` (every fold of a run on test.json -> probabilities and
-a submission).
+a submission), and `export RUN` (its folds as one ONNX or TorchScript graph).
 """
 
 from competition.core.tta import View, parse_tta
 from competition.predict.blend import BLOCK, blended_masks, coefficients, mix
 from competition.predict.decide import EPS, FILE, Decision, cleanup, read_decision, write_decision
+from competition.predict.export import FORMATS, FoldMean, export_run
 from competition.predict.inference import (
     amp_dtype,
     autocast,
@@ -51,4 +52,7 @@ __all__ = [
     "load_fold_model",
     "predict_run",
     "run_classes",
+    "FORMATS",
+    "FoldMean",
+    "export_run",
 ]
