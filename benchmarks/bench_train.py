@@ -1,5 +1,6 @@
 """Training throughput (images/s) and peak memory of fcn8s, fcn16s and unet (resnet34 encoder):
-(A) bf16 autocast + channels_last, the harness defaults, vs (B) fp32 without them.
+(A) bf16 autocast + channels_last, the harness defaults, vs (B) fp32 without them; with --compile also (C) = A
+with torch.compile (`compile=true`), whose first-step compile time is reported on its own.
 
 Real training steps on random batches (12 classes): model.train(), MixedLoss("ce"), AdamW, backward, step.
 Each (model, mode) runs in a fresh process, so peak memory is its own: torch.cuda.max_memory_allocated on
@@ -7,6 +8,7 @@ CUDA, peak RSS (ru_maxrss) on CPU. The harness autocasts only on CUDA (competiti
 on CPU mode A is channels_last alone.
 
     .venv/bin/python benchmarks/bench_train.py [--device auto|cpu|cuda] [--size S] [--batch-size B] [--steps N]
+                                               [--compile]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 
 MODES = {"A": {"amp": True, "channels_last": True}, "B": {"amp": False, "channels_last": False}}
+COMPILED = {"C": {"amp": True, "channels_last": True, "compile": True}}
 NUM_CLASSES = 12
 
 
@@ -37,9 +40,18 @@ def sync(device: torch.device) -> None:
 
 
 def measure(
-    model_name: str, amp: bool, channels_last: bool, device: str, size: int, batch: int, steps: int, warmup: int
+    model_name: str,
+    amp: bool,
+    channels_last: bool,
+    device: str,
+    size: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Images/s of the median of `steps` timed training steps after `warmup` steps, and peak memory in MiB."""
+    """Images/s of the median of `steps` timed training steps after `warmup` steps, and peak memory in MiB;
+    with `compile`, the model is torch.compile'd and its first step (the compilation) is timed apart."""
     import models
     from competition.predict import autocast
     from competition.train import MixedLoss
@@ -57,6 +69,8 @@ def measure(
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     targets = torch.randint(0, NUM_CLASSES, (batch, size, size), device=dev)
+    if compile:
+        model.compile()
     loss_fn = MixedLoss("ce").to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
@@ -69,7 +83,11 @@ def measure(
         loss.backward()
         optimizer.step()
 
-    for _ in range(warmup):
+    start = time.perf_counter()
+    step()  # the first step: with compile, the compilation
+    sync(dev)
+    first = time.perf_counter() - start
+    for _ in range(warmup - 1):
         step()
     sync(dev)
     times = []
@@ -83,7 +101,7 @@ def measure(
         peak, what = torch.cuda.max_memory_allocated() / 2**20, "max_memory_allocated"
     else:
         peak, what = peak_rss_mib(), f"peak RSS ({rss_start:.0f} MiB before the model)"
-    return {"images_per_s": batch / seconds, "peak_mib": peak, "memory": what}
+    return {"images_per_s": batch / seconds, "peak_mib": peak, "memory": what, "compile_s": first - seconds}
 
 
 def run_isolated(**kwargs: Any) -> dict[str, Any]:
@@ -92,17 +110,17 @@ def run_isolated(**kwargs: Any) -> dict[str, Any]:
         return pool.apply(measure, kwds=kwargs)
 
 
-def best_of(repeats: int, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Modes A and B, alternated `repeats` times: the best throughput and the largest peak of each."""
+def best_of(repeats: int, modes: dict, **kwargs: Any) -> dict[str, dict[str, Any]]:
+    """The modes, alternated `repeats` times: the best throughput and the largest peak of each."""
     best: dict[str, dict[str, Any]] = {}
     for _ in range(repeats):
-        for mode, flags in MODES.items():
+        for mode, flags in modes.items():
             r = run_isolated(**kwargs, **flags)
             if mode in best:
                 r = {**r, "images_per_s": max(r["images_per_s"], best[mode]["images_per_s"])}
                 r["peak_mib"] = max(r["peak_mib"], best[mode]["peak_mib"])
             best[mode] = r
-    return best["A"], best["B"]
+    return best
 
 
 def mode_label(device: torch.device) -> str:
@@ -123,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 5 on CUDA, 1 on CPU)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate A and B this many times; keep the best")
     parser.add_argument("--models", default="fcn8s,fcn16s,unet", help="comma-separated registered models")
+    parser.add_argument("--compile", action="store_true", help="also mode C: A with torch.compile")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -131,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size or (512 if cuda else 128)
     batch = args.batch_size or (8 if cuda else 4)
     steps = args.steps or (20 if cuda else 3)
-    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    warmup = max(1, args.warmup if args.warmup is not None else (5 if cuda else 1))
+    modes = MODES | (COMPILED if args.compile else {})
 
     print("\n".join(machine_info()))
     print(
@@ -140,22 +160,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows, memory = [], ""
     for name in args.models.split(","):
-        a, b = best_of(
-            args.repeats, model_name=name, device=str(device), size=size, batch=batch, steps=steps, warmup=warmup
+        r = best_of(
+            args.repeats, modes, model_name=name, device=str(device), size=size, batch=batch, steps=steps, warmup=warmup
         )
+        a, b = r["A"], r["B"]
         memory = a["memory"]
-        rows.append(
-            [
-                name,
-                f"{a['images_per_s']:.2f}",
-                f"{b['images_per_s']:.2f}",
-                f"{a['images_per_s'] / b['images_per_s']:.2f}x",
-                f"{a['peak_mib']:,.0f}",
-                f"{b['peak_mib']:,.0f}",
+        row = [
+            name,
+            f"{a['images_per_s']:.2f}",
+            f"{b['images_per_s']:.2f}",
+            f"{a['images_per_s'] / b['images_per_s']:.2f}x",
+        ]
+        row += [f"{a['peak_mib']:,.0f}", f"{b['peak_mib']:,.0f}"]
+        if "C" in r:
+            c = r["C"]
+            row += [
+                f"{c['images_per_s']:.2f}",
+                f"{c['images_per_s'] / a['images_per_s']:.2f}x",
+                f"{c['compile_s']:.1f}",
             ]
-        )
-    print(f"A: {mode_label(device)}; B: fp32, contiguous tensors\n")
-    print(format_table(["model", "A images/s", "B images/s", "A/B", "A peak MiB", "B peak MiB"], rows))
+        rows.append(row)
+    print(
+        f"A: {mode_label(device)}; B: fp32, contiguous tensors"
+        + ("; C: A + torch.compile" if args.compile else "")
+        + "\n"
+    )
+    head = ["model", "A images/s", "B images/s", "A/B", "A peak MiB", "B peak MiB"]
+    head += ["C images/s", "C/A", "C compile s"] if args.compile else []
+    print(format_table(head, rows))
     print(f"images/s from the median step; memory: {memory}")
     return 0
 
