@@ -1,6 +1,7 @@
 """Model zoo: FCNs on VGG16 beside segmentation_models_pytorch baselines, all in one registry."""
 
 from models.registry import (
+    ARCHITECTURE_ONLY,
     MODELS,
     RECOMMENDED_ENCODERS,
     ModelSpec,
@@ -13,6 +14,7 @@ from models.registry import (
 )
 
 __all__ = [
+    "ARCHITECTURE_ONLY",
     "MODELS",
     "RECOMMENDED_ENCODERS",
     "ModelSpec",

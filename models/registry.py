@@ -122,6 +122,11 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+# create_model settings that build a registered model's architecture without any pretrained weights (the fold's
+# own weights follow: prediction, export, parameter counts)
+ARCHITECTURE_ONLY: dict = {"weights": None, "encoder_weights": None, "checkpoint_weights": False}
+
+
 def get_spec(name: str) -> ModelSpec:
     """The registered model `name`; a UserError naming the closest match and the valid names otherwise."""
     if name in MODELS:
@@ -136,12 +141,16 @@ def create_model(
     """Model `name` for num_classes classes, settings layered over its defaults; and what it loaded
     (`<source>: ...`, source random | imagenet (or another weights name) | file)."""
     spec = get_spec(name)
-    return spec.build(num_classes, spec.defaults | (settings or {}), warn)
+    settings = spec.defaults | (settings or {})
+    if settings.get("checkpoint") and spec.family != "smp":
+        raise UserError(f"setting checkpoint={settings['checkpoint']}: whole pretrained models are SMP models; {name} "
+                        "takes `weights`")  # fmt: skip
+    return spec.build(num_classes, settings, warn)
 
 
 def count_parameters(name: str, num_classes: int = 12, settings: dict | None = None) -> int:
     """Parameter count of model `name` (built without weight files, on the meta device where it can be)."""
-    settings = (settings or {}) | {"weights": None, "encoder_weights": None}
+    settings = (settings or {}) | ARCHITECTURE_ONLY
     try:
         with torch.device("meta"):
             model, _ = create_model(name, num_classes, settings)

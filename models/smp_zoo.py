@@ -13,6 +13,7 @@ from torch import nn
 from competition.core.errors import UserError
 from competition.core.names import did_you_mean
 from models.pretrained import LITES, Warn, encoder_weights, fit_in_order, read_weights, timm_weights
+from models.whole import build_whole
 
 MIN_SIZE = {"pan": 128}  # PAN's feature pyramid attention pools its stride-16 map three times
 # DPT's encoders: plain ViTs from timm (DPT reads their token maps); the first is its default
@@ -61,6 +62,11 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, name: str = "") -
 def build_smp(num_classes: int, settings: dict, warn: Warn = print, *, arch: str) -> tuple[nn.Module, str]:
     """SMP `arch` from settings `encoder` (name) and `encoder_weights` (null, auto, a name the encoder offers
     such as imagenet, or a state dict file). Returns the model and `<source>: what was loaded`."""
+    if settings.get("checkpoint"):  # a whole pretrained model: its config fixes the encoder
+        model, what = build_whole(num_classes, settings, warn, arch=arch)
+        multiple = 2 * int(model.encoder.output_stride) if arch == "dpt" else 32
+        source = "checkpoint" if settings.get("checkpoint_weights", True) else "random"
+        return PadToMultiple(model, multiple, MIN_SIZE.get(arch, 0)), f"{source}: {arch}: {what}"
     encoder = str(settings.get("encoder", "resnet34"))
     if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
         hint = did_you_mean(encoder, smp.encoders.get_encoder_names(), n=3)

@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "model": None,
     "encoder": "resnet34",
     "encoder_weights": "auto",  # smp: null | auto | imagenet (or another name the encoder offers) | a file
+    "checkpoint": None,  # smp: a whole pretrained SMP model (hub repo id or a folder; its head refitted)
     "weights": "auto",  # fcn: null | auto | imagenet (torchvision's VGG16 / VGG16-BN) | a file
     "dropout": 0.5,
     "norm": "none",  # fcn backbone: none (VGG16, the seed's) | batch (VGG16-BN, trains from random init)
@@ -118,6 +119,7 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "model": ("optional-text", None, None),
     "encoder": ("text", None, None),
     "encoder_weights": ("optional-text", None, None),
+    "checkpoint": ("optional-text", None, None),
     "weights": ("optional-text", None, None),
     "pseudo": ("optional-text", None, None),
     "dropout": ("float", 0.0, 0.99),

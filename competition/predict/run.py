@@ -79,7 +79,7 @@ def run_classes(run_dir: Path, cfg: dict[str, Any], data: DataRoot) -> ClassTabl
 
 def load_fold_model(cfg: dict[str, Any], checkpoint: Path, num_classes: int, device: torch.device) -> torch.nn.Module:
     """The run's model with a fold's best weights, in eval mode on `device`."""
-    model, _ = models.create_model(cfg["model"], num_classes, cfg | {"weights": None, "encoder_weights": None})
+    model, _ = models.create_model(cfg["model"], num_classes, cfg | models.ARCHITECTURE_ONLY)
     load_weights(model, load_checkpoint(checkpoint, device), checkpoint)
     model = model.to(device).eval()
     if cfg["channels_last"]:
