@@ -245,6 +245,7 @@ def test_real_masks_match_torchmetrics():
     assert_matches_torchmetrics(torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(truths)), num_classes)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_inputs_give_the_same_scores():
     pred, target = random_maps(seed=4, n=6, num_classes=5)

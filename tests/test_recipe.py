@@ -37,6 +37,7 @@ def test_amp_modes():
         resolve(sets=["amp=fp8"])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_amp_auto_on_cuda_picks_bf16_or_fp16():
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The GPU check: one script, one table. On a CUDA machine (H100/H200, ~8 minutes) it runs
+#   1. the CUDA-only tests (pytest -m cuda: AMP bf16/fp16 runs, channels_last, OOM halving, predict and ensemble
+#      on the GPU, a two-worker search on one GPU),
+#   2. bench_train.py at 512 x 512 for fcn8s, fcn16s and unet (resnet34): images/s and peak memory for bf16 +
+#      channels_last (A), fp32 (B) and A compiled (C),
+#   3. bench_predict.py at 512 x 512,
+#   4. a 2-trial search and a predict on the embedded sample, end to end on CUDA.
+# Without CUDA it runs the same steps at toy sizes on the CPU and says which CUDA parts it skipped (CI runs it so).
+# The table goes to stdout and, when OUT is set, to $OUT/gpu_check.md (with every step's log beside it).
+#
+#   bash benchmarks/gpu_check.sh                       # with the project's .venv (./run.sh setup first)
+#   GPU_CHECK_PYTHON=python3 bash benchmarks/gpu_check.sh
+#       a machine's own Python and torch: the packages it lacks are installed from .gpu-wheels/
+#       (benchmarks/gpu_wheels.sh downloads them where there is network) into a temporary folder
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+work="$(mktemp -d /tmp/gpu-check.XXXXXX)"
+out="${OUT:-$work}"
+mkdir -p "$out"
+table="$work/table.md"
+PY="${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python}"
+start_all=$(date +%s)
+
+if ! "$PY" -c "import segmentation_models_pytorch, optuna, pycocotools" 2>/dev/null; then
+    if compgen -G "$ROOT/.gpu-wheels/*.whl" >/dev/null; then
+        t=$(date +%s)
+        "$PY" -m pip install -q --no-index --no-deps --target "$work/site" "$ROOT"/.gpu-wheels/*.whl >"$out/wheels.log" 2>&1
+        export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
+        echo "gpu_check: installed $(ls "$ROOT"/.gpu-wheels/*.whl | wc -l) wheels in $(( $(date +%s) - t )) s" >&2
+    else
+        echo "gpu_check: $PY lacks segmentation_models_pytorch/optuna/pycocotools and there is no .gpu-wheels/" >&2
+        echo "           (run ./run.sh setup, or benchmarks/gpu_wheels.sh where there is network)" >&2
+        exit 1
+    fi
+fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export COMPETITION_OFFLINE=1 HF_HUB_OFFLINE=1  # a GPU machine here has no network: never wait for a download
+
+info="$("$PY" - <<'EOF'
+import torch
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print(f"cuda {torch.cuda.get_device_name(0)}, {p.total_memory / 2**30:.0f} GiB, torch {torch.__version__}, "
+          f"CUDA {torch.version.cuda}, bf16 {torch.cuda.is_bf16_supported()}")
+else:
+    print(f"cpu (no CUDA device), torch {torch.__version__}")
+EOF
+)"
+cuda=0
+[[ "$info" == cuda* ]] && cuda=1
+if ((cuda)); then
+    device=cuda size=512 steps=20 epochs=2 isize=256 models=fcn8s,fcn16s,unet compile=--compile
+else
+    device=cpu size=64 steps=2 epochs=1 isize=32 models=fcn16s,unet compile=""
+fi
+
+{
+    echo "# GPU check: $info"
+    echo
+    echo "| step | result | seconds | detail |"
+    echo "|---|---|---|---|"
+} >"$table"
+failed=0
+
+step() {  # step NAME DETAIL COMMAND...: run it, log it, one table row
+    local name="$1" detail="$2" t rc
+    shift 2
+    t=$(date +%s)
+    "$@" >"$out/$name.log" 2>&1
+    rc=$?
+    local result="ok"
+    ((rc == 0)) || { result="FAILED (exit $rc, $name.log)"; failed=1; }
+    echo "| $name | $result | $(( $(date +%s) - t )) | $detail |" >>"$table"
+    echo "gpu_check: $name: $result" >&2
+}
+
+if ((cuda)); then
+    step cuda-tests "pytest -m cuda" "$PY" -m pytest -q -p no:cacheprovider -m cuda tests
+else
+    echo "| cuda-tests | skipped: no CUDA device | 0 | pytest -m cuda needs a GPU |" >>"$table"
+fi
+step bench-train "$size px, $models, A/B${compile:+/C}" "$PY" benchmarks/bench_train.py --device "$device" \
+    --size "$size" --steps "$steps" --models "$models" $compile
+step bench-predict "$size px" "$PY" benchmarks/bench_predict.py --device "$device" --size "$size" --steps "$steps"
+runs="$work/runs"
+sample="$work/sample"
+step sample-data "the embedded sample" "$PY" -m competition sample-data "$sample"
+step search "fcn16s, 2 trials x 2 folds x $epochs epochs, $isize px, $device" "$PY" -m competition search fcn16s \
+    --data "$sample" --runs-dir "$runs" --trials 2 --folds 2 --epochs "$epochs" --image-size "$isize" \
+    --device "$device" --no-predict
+step predict "best trial of the search, $device" env --chdir "$work" "$PY" -m competition predict best:fcn16s \
+    --runs-dir "$runs" --device "$device" --name gpu-check
+((cuda)) || echo "| (cuda) | skipped: no CUDA device | 0 | AMP/compile figures need a GPU; the steps above ran on the CPU at toy sizes |" >>"$table"
+
+{
+    echo
+    echo "total $(( $(date +%s) - start_all )) s"
+    for name in bench-train bench-predict; do
+        echo
+        echo "## $name"
+        echo
+        echo '```'
+        grep -v -E "Warning|warnings.warn|^\s*$" "$out/$name.log" | tail -n 12
+        echo '```'
+    done
+} >>"$table"
+cp "$table" "$out/gpu_check.md"
+cat "$table"
+exit "$failed"
