@@ -79,19 +79,20 @@ def test_the_export_predicts_as_the_harness(trained, tmp_path, capsys, fmt):
     assert decided.mean() > 0.9 and np.array_equal(got.argmax(1)[decided], expected.argmax(1)[decided])
 
 
-def test_dynamic_onnx_takes_other_sizes_and_bad_requests_are_one_line(trained, tmp_path, capsys):
+def test_the_onnx_graph_refuses_another_input_size_and_a_bad_format_is_a_usage_error(trained, tmp_path, capsys):
+    """The padding is traced for the run's size: another size is refused by onnxruntime, never mispredicted."""
     import onnxruntime
 
     data, runs, run = trained
-    out = tmp_path / "dyn.onnx"
-    assert main(["export", run.name, "--runs-dir", str(runs), "--dynamic", "--out", str(out)]) == 0
+    out = tmp_path / "fixed.onnx"
+    assert main(["export", run.name, "--runs-dir", str(runs), "--out", str(out)]) == 0
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    probs = session.run(["probs"], {"images": np.full((1, 3, 80, 96), 128, np.uint8)})[0]
-    assert probs.shape == (1, 12, 256, 256) and np.allclose(probs.sum(1), 1.0, atol=1e-4)
-    capsys.readouterr()
-    code = main(["export", run.name, "--runs-dir", str(runs), "--dynamic", "--format", "torchscript"])
-    assert code == 1 and "fixed height and width" in capsys.readouterr().err
-    assert not list(tmp_path.glob("*.tmp*"))
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        session.run(["probs"], {"images": np.zeros((1, 3, 80, 96), np.uint8)})
+    with pytest.raises(SystemExit) as usage:
+        main(["export", run.name, "--runs-dir", str(runs), "--format", "tflite"])
+    assert usage.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_the_documented_example_writes_a_valid_submission(trained, tmp_path, monkeypatch, capsys):

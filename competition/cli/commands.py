@@ -127,7 +127,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     run_dir = find_run(Path(args.runs_dir), args.run)
     out = Path(args.out) if args.out else None
-    result = export_run(run_dir, args.format, out, args.dynamic, args.data, logger(args))
+    result = export_run(run_dir, args.format, out, args.data, logger(args))
     if args.json:
         emit_json(result)
     return 0

@@ -141,7 +141,6 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run id, unique id prefix, run folder, trial:STUDY:NUMBER or best:STUDY")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default onnx")
     p.add_argument("--out", help="the graph's file (default runs/<id>/export/<id>.onnx or .pt; a .json beside it)")
-    p.add_argument("--dynamic", action="store_true", help="ONNX: any input height and width (default: the run's)")
     p.add_argument("--data", help="dataset root for the class table (default: the run's)")
     p.add_argument("--runs-dir", default="runs", help="where run folders are (default runs/)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

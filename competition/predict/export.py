@@ -7,9 +7,10 @@ bilinearly to 256 x 256, softmaxes and averages. Output: probabilities [B, C, 25
 being the class `classes[c]` of the sidecar `FILE.json` (with the class values a submission CSV holds, the input
 size and how to prepare an image: docs/EXPORT.md).
 
-Formats: `onnx` (torch.onnx's TorchScript-based exporter, which every torch from 2.4 has; a dynamic batch size,
-and with `dynamic=True` any height and width)
-and `torchscript` (torch.jit.trace; a dynamic batch size, the traced height and width only).
+Formats: `onnx` (torch.onnx's TorchScript-based exporter, which every torch from 2.4 has) and `torchscript`
+(torch.jit.trace). Both take any batch size and the run's image size only: the padding to the encoder's stride
+is traced as constants, so another height or width would give wrong probabilities (ONNX refuses it; a dynamic
+export was tried and gave different probabilities at 80 x 96, so it is not offered).
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ def export_run(
     run_dir: Path,
     fmt: str = "onnx",
     out: Path | None = None,
-    dynamic: bool = False,
     data: str | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
@@ -73,8 +73,6 @@ def export_run(
     `<out>.json` (the class table read from the run's dataset, or `data`); returns where they went."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    if dynamic and fmt == "torchscript":
-        raise UserError("--dynamic: a traced TorchScript graph has a fixed height and width; use --format onnx")
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     root = DataRoot(Path(data or cfg["data"]))
@@ -95,7 +93,7 @@ def export_run(
                 with torch.no_grad():
                     torch.jit.save(torch.jit.trace(graph, example, check_trace=False), str(tmp))
             else:
-                _onnx(graph, example, tmp, dynamic)
+                _onnx(graph, example, tmp)
         except UserError:
             raise
         except Exception as e:  # an operator the exporter cannot write: one line, the format to try instead
@@ -108,7 +106,7 @@ def export_run(
         "model": cfg["model"],
         "format": fmt,
         "folds": [fold for fold, _ in checkpoints],
-        "input": {"shape": ["B", 3, "H" if dynamic else h, "W" if dynamic else w], "dtype": dtype, "values": how},
+        "input": {"shape": ["B", 3, h, w], "dtype": dtype, "values": how},
         "output": {
             "shape": ["B", len(classes), SUBMISSION_SIZE, SUBMISSION_SIZE],
             "dtype": "float32",
@@ -121,18 +119,16 @@ def export_run(
     meta = out.with_name(out.name + ".json")
     with atomic_path(meta) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
-    shape = "B x 3 x H x W" if dynamic else f"B x 3 x {h} x {w}"
-    log(f"exported {run_dir.name} ({len(nets)} folds, {fmt}, input {shape}) -> {out}")
+    log(f"exported {run_dir.name} ({len(nets)} folds, {fmt}, input B x 3 x {h} x {w}) -> {out}")
     return {"file": str(out), "sidecar": str(meta), "format": fmt, "folds": len(nets)}
 
 
-def _onnx(graph: nn.Module, example: torch.Tensor, path: Path, dynamic: bool) -> None:
+def _onnx(graph: nn.Module, example: torch.Tensor, path: Path) -> None:
     """ONNX through torch.onnx's TorchScript-based exporter (no onnxscript needed), the batch dimension dynamic."""
     try:
         import onnx  # noqa: F401  (the exporter writes with it)
     except ImportError:
         raise UserError("--format onnx needs the onnx package (pip install onnx)") from None
-    axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {0: "batch"}
     with torch.no_grad():
         torch.onnx.export(
             graph,
@@ -140,7 +136,7 @@ def _onnx(graph: nn.Module, example: torch.Tensor, path: Path, dynamic: bool) ->
             str(path),
             input_names=["images"],
             output_names=["probs"],
-            dynamic_axes={"images": axes, "probs": {0: "batch"}},
+            dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
