@@ -41,6 +41,13 @@ class PadToMultiple(nn.Module):
         return self.model(F.pad(x, (0, pw, 0, ph)))[..., :h, :w]
 
 
+def padded(model: nn.Module, arch: str) -> PadToMultiple:
+    """`model` taking any input size: DPT padded to a multiple of two patches (its coarsest map is the patch grid
+    halved), the CNN architectures to a multiple of 32."""
+    multiple = 2 * int(model.encoder.output_stride) if arch == "dpt" else 32
+    return PadToMultiple(model, multiple=multiple, min_size=MIN_SIZE.get(arch, 0))
+
+
 def load_encoder_weights(encoder: nn.Module, path: str | Path, name: str = "") -> str:
     """Load a state dict file into an SMP encoder (strict keys and shapes). Returns what was loaded.
 
@@ -64,9 +71,8 @@ def build_smp(num_classes: int, settings: dict, warn: Warn = print, *, arch: str
     such as imagenet, or a state dict file). Returns the model and `<source>: what was loaded`."""
     if settings.get("checkpoint"):  # a whole pretrained model: its config fixes the encoder
         model, what = build_whole(num_classes, settings, warn, arch=arch)
-        multiple = 2 * int(model.encoder.output_stride) if arch == "dpt" else 32
         source = "checkpoint" if settings.get("checkpoint_weights", True) else "random"
-        return PadToMultiple(model, multiple, MIN_SIZE.get(arch, 0)), f"{source}: {arch}: {what}"
+        return padded(model, arch), f"{source}: {arch}: {what}"
     encoder = str(settings.get("encoder", "resnet34"))
     if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
         hint = did_you_mean(encoder, smp.encoders.get_encoder_names(), n=3)
@@ -80,7 +86,7 @@ def build_smp(num_classes: int, settings: dict, warn: Warn = print, *, arch: str
     what = weights.detail
     if weights.path is not None:
         what = f"{load_encoder_weights(model.encoder, weights.path, encoder)} ({weights.detail})"
-    return PadToMultiple(model, min_size=MIN_SIZE.get(arch, 0)), f"{weights.source}: {arch}/{encoder}: {what}"
+    return padded(model, arch), f"{weights.source}: {arch}/{encoder}: {what}"
 
 
 def _build_timm(num_classes: int, settings: dict, warn: Warn, *, arch: str, encoder: str) -> tuple[nn.Module, str]:
@@ -107,7 +113,4 @@ def _build_timm(num_classes: int, settings: dict, warn: Warn, *, arch: str, enco
     what = weights.detail
     if weights.source == "file":
         what = load_encoder_weights(model.encoder, weights.path, encoder)
-    # DPT: a multiple of two patches (its coarsest map is the patch grid halved); the CNNs: of 32
-    multiple = 2 * int(model.encoder.output_stride) if arch == "dpt" else 32
-    wrapped = PadToMultiple(model, multiple=multiple, min_size=MIN_SIZE.get(arch, 0))
-    return wrapped, f"{weights.source}: {arch}/{encoder}: {what}"
+    return padded(model, arch), f"{weights.source}: {arch}/{encoder}: {what}"
