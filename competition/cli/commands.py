@@ -67,6 +67,7 @@ def training_settings(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "device": args.device,
         "fold": getattr(args, "fold", None),
+        "gpus": getattr(args, "gpus", None) or getattr(args, "gpus_per_trial", None),
     }
     return user_settings(args.config, args.set, flags)
 

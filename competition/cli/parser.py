@@ -74,6 +74,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="a registered model (./run.sh models)")
     _training_options(p)
     p.add_argument("--fold", type=int, help="train only this fold")
+    p.add_argument(
+        "--gpus", type=int, metavar="N", help="data parallel: N processes per fold, one per GPU (gloo: --device cpu)"
+    )
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (skips finished folds)")
     p.add_argument("--force", action="store_true", help="resume even with settings that change the run's results")
     p.set_defaults(handler="cmd_train")
@@ -120,6 +123,9 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         "--sampler-seed", type=int, metavar="N", help="seed of the sampler (default: --seed; neither: a random stream)"
     )
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
+    p.add_argument(
+        "--gpus-per-trial", type=int, metavar="G", help="data parallel trials: G devices each (workers x G <= GPUs)"
+    )
     p.add_argument("--space", type=Path, help="search space file (YAML or JSON) replacing the model's default")
     p.add_argument("--force", action="store_true", help="continue the study even with other fixed settings")
     p.add_argument(

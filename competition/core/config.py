@@ -69,6 +69,8 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",  # auto | cpu | cuda
     "amp": "auto",  # auto (CUDA: bf16 where supported, else fp16 + gradient scaler; CPU: off) | bf16 | fp16 | off
     "accum": 1,  # gradient accumulation: optimizer steps every `accum` batches
+    "gpus": 1,  # data parallel: processes per fold (one per GPU; gloo on CPU); batch_size is the global batch
+    "sync_bn": False,  # with gpus > 1: BatchNorm statistics over the global batch (SyncBatchNorm; GPUs only)
     "oom": "fail",  # on CUDA out of memory: fail (the run or trial, with the reason) | halve (retry once, half batch)
     "channels_last": True,
     "compile": False,  # torch.compile the training and prediction model (one line and eager where it cannot)
@@ -125,6 +127,7 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "dropout": ("float", 0.0, 0.99),
     "epochs": ("int", 1, 100_000),
     "accum": ("int", 1, 1024),
+    "gpus": ("int", 1, 1024),
     "ema": ("float", 0.0, 0.99999),
     "swa": ("int", 0, 100_000),
     "batch_size": ("int", 1, 100_000),
@@ -144,6 +147,7 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
     "copy_paste": ("float", 0.0, 1.0),
     "channels_last": ("bool", None, None),
     "compile": ("bool", None, None),
+    "sync_bn": ("bool", None, None),
     "image_cache": ("bool", None, None),
     "save_oof": ("bool", None, None),
     "overlays": ("int", 0, 10_000),
@@ -151,7 +155,9 @@ RULES: dict[str, tuple[str, float | None, float | None]] = {
 SPECIAL = ("classes", "loss", "class_weights", "fold", "image_size", "val_tta", "tracker", "val_every", "num_workers")
 AUTO_INTS = {"val_every": 100_000, "num_workers": 256}  # auto, or an integer in 0..this
 # Settings that change how fast a run goes, not what it learns: never "fixed", free to change on resume.
-MACHINERY = frozenset({"device", "num_workers", "overlays", "save_oof", "image_cache", "oom", "tracker", "compile"})
+MACHINERY = frozenset(
+    {"device", "num_workers", "overlays", "save_oof", "image_cache", "oom", "tracker", "compile", "gpus"}
+)
 # Settings `predict` and `ensemble` take with --set (the rest is the run's own).
 PREDICTION_KEYS = ("batch_size", "device", "num_workers", "amp", "channels_last", "image_size", "compile")
 

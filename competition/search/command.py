@@ -19,7 +19,7 @@ from competition.search.storage import storage_url
 from competition.search.study import StudySpec, prepare_study
 from competition.search.summary import summarize_study
 from competition.search.workers import SearchJob, launch
-from competition.train import format_table, leaderboard_rows, new_run_settings
+from competition.train import check_gpus, format_table, leaderboard_rows, new_run_settings
 
 QUICK_TRIALS = 4  # trials of a search on the sample data (the README's main job)
 TRIALS = 20
@@ -61,6 +61,7 @@ def run_search(request: SearchRequest, log: Log) -> dict[str, Any]:
         raise UsageError(f"--workers {request.workers}: expected 1 or more")
     space_file = load_space(request.space) if request.space else None
     cfg = new_run_settings(request.model, request.data, request.given, log)
+    check_gpus(cfg, request.workers)  # --gpus-per-trial G x --workers W devices: refused before anything starts
     quick = is_sample(Path(cfg["data"]))
     spec = models.get_spec(cfg["model"])
     space = space_file if space_file is not None else dict(spec.quick_space if quick else spec.search_space)

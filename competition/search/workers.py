@@ -121,14 +121,15 @@ def launch(study: optuna.Study, job: SearchJob, n_trials: int, workers: int, log
         seed = None if spec.sampler_seed is None else spec.sampler_seed + i  # distinct sampler streams
         worker = replace(job, study=replace(spec, sampler_seed=seed))
         env_before = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = worker_devices(i, int(job.base.get("gpus", 1)), gpus)
         if gpus > 1:
-            os.environ["CUDA_VISIBLE_DEVICES"] = str(i % gpus)  # round-robin, inherited by the child
+            os.environ["CUDA_VISIBLE_DEVICES"] = devices  # inherited by the child
         process = context.Process(target=_worker_process, args=(worker, share, i))
         process.start()
         processes.append(process)
         if gpus > 1:
             _restore_env("CUDA_VISIBLE_DEVICES", env_before)
-        log(f"worker {i}: pid {process.pid}, {share} trials" + (f", GPU {i % gpus}" if gpus > 1 else ""))
+        log(f"worker {i}: pid {process.pid}, {share} trials" + (f", GPU {devices}" if gpus > 1 else ""))
     _restore_env(PROGRESS_ENV, progress_before)
     try:
         for process in processes:
@@ -141,6 +142,11 @@ def launch(study: optuna.Study, job: SearchJob, n_trials: int, workers: int, log
     if bad:
         log(f"warning: {len(bad)} worker(s) exited with errors (exit codes {bad}); see their output above")
     return study
+
+
+def worker_devices(worker: int, per_trial: int, gpus: int) -> str:
+    """CUDA_VISIBLE_DEVICES of worker `worker`: `per_trial` consecutive devices, round-robin over `gpus`."""
+    return ",".join(str((worker * per_trial + j) % max(1, gpus)) for j in range(per_trial))
 
 
 def _restore_env(key: str, value: str | None) -> None:

@@ -64,45 +64,67 @@ class Fold:
     average: WeightAverage  # EMA / SWA (or nothing)
     scaler: torch.amp.GradScaler | None  # fp16 mixed precision only
     final: tuple[int, Scores, MeanIoU] | None = None  # the last epoch's validation, done as the final pass
+    net: torch.nn.Module | None = None  # what training runs through: the model, or DDP over it (train/distributed)
 
 
 def train_fold(
     setup: Setup, fold: int, out: Path, on_epoch: Callable[[int, float, dict[str, Any]], None]
 ) -> dict[str, Any]:
-    """Train one fold (resuming from out/last.pt when present); returns the fold's result."""
-    cfg = setup.cfg
+    """Train one fold (resuming from out/last.pt when present); returns the fold's result.
+
+    With data parallelism every rank trains; rank 0 alone validates, saves and calls `on_epoch`, then tells the
+    others whether to go on (train/distributed); their result is {}."""
+    cfg, ranks = setup.cfg, setup.ranks
     f = build_fold(setup, fold, out)
     epochs = int(cfg["epochs"])
     every = val_interval(cfg["val_every"], len(f.train_loader.dataset), len(f.val_set))
     if setup.steps is not None:
         setup.steps.skip(f.state["epoch"])  # epochs a resumed fold had done
     for epoch in range(f.state["epoch"], epochs):
-        seed_everything(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
+        seed_everything(int(cfg["seed"]) * 1000 + fold * 100 + epoch + ranks.seed_offset)
         # the shuffle order is a function of the epoch alone, so a resumed fold replays the same batches
         f.train_loader.loader.generator.manual_seed(int(cfg["seed"]) * 1000 + fold * 100 + epoch)
         start = time.time()
         desc = f"fold {fold} epoch {epoch + 1}/{epochs}"
         train_loss = train_epoch(f, setup, desc)
         f.average.after_epoch(f.model, epoch + 1)
-        scores, val_loss = None, math.nan
-        if epoch + 1 == epochs and f.average.kind != "swa":  # the fold's final pass too, if this epoch is kept
-            scores, val_loss = final_evaluation(f, f.average.evaluated(f.model), setup)
-        elif validated(epoch + 1, epochs, every):
-            scores, val_loss = evaluate(f.average.evaluated(f.model), f.val_loader, setup)
-        record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
-        setup.trackers.epoch(fold, f.state["history"][-1])
-        check_interrupt()
-        on_epoch(epoch, f.state["best"], f.state["history"][-1])
-        if cfg["early_stop"] and f.state["stale"] >= int(cfg["early_stop"]):
-            setup.log(f"fold {fold}: early stop after {epoch + 1} epochs ({f.state['stale']} without improvement)")
-            if setup.steps is not None:
-                setup.steps.skip(epochs - epoch - 1)
+        stop = False
+        if ranks.main:
+            with ranks.leading():
+                stop = end_epoch(f, setup, epoch, every, (train_loss, start, desc), on_epoch)
+        if ranks.agree(stop):
             break
-    result = finish_fold(f, setup)
-    overlays = sorted(out.glob("overlay_*.png"), key=lambda p: int(p.stem.split("_")[1]))
-    setup.trackers.images(fold, overlays, result["best_epoch"])  # the kept checkpoint's predictions
-    setup.trackers.fold_done(fold, result)
+    if not ranks.main:
+        return {}
+    with ranks.leading():
+        result = finish_fold(f, setup)
+        overlays = sorted(out.glob("overlay_*.png"), key=lambda p: int(p.stem.split("_")[1]))
+        setup.trackers.images(fold, overlays, result["best_epoch"])  # the kept checkpoint's predictions
+        setup.trackers.fold_done(fold, result)
     return result
+
+
+def end_epoch(
+    f: Fold, setup: Setup, epoch: int, every: int, trained: tuple[float, float, str], on_epoch: Callable
+) -> bool:
+    """After an epoch's training: validation (when due), the record, the hook; whether to stop early."""
+    cfg, epochs = setup.cfg, int(setup.cfg["epochs"])
+    train_loss, start, desc = trained
+    scores, val_loss = None, math.nan
+    if epoch + 1 == epochs and f.average.kind != "swa":  # the fold's final pass too, if this epoch is kept
+        scores, val_loss = final_evaluation(f, f.average.evaluated(f.model), setup)
+    elif validated(epoch + 1, epochs, every):
+        scores, val_loss = evaluate(f.average.evaluated(f.model), f.val_loader, setup)
+    record_epoch(f, setup, scores, train_loss, val_loss, start, desc)
+    setup.trackers.epoch(f.index, f.state["history"][-1])
+    check_interrupt()
+    on_epoch(epoch, f.state["best"], f.state["history"][-1])
+    if cfg["early_stop"] and f.state["stale"] >= int(cfg["early_stop"]):
+        setup.log(f"fold {f.index}: early stop after {epoch + 1} epochs ({f.state['stale']} without improvement)")
+        if setup.steps is not None:
+            setup.steps.skip(epochs - epoch - 1)
+        return True
+    return False
 
 
 VAL_COST = 0.5  # a validation image (forward, upsampling to 256 x 256, scoring) costs about half a training image
@@ -150,7 +172,8 @@ def build_fold(setup: Setup, fold: int, out: Path) -> Fold:
         state = saved["state"]
         setup.log(f"fold {fold}: resuming after epoch {state['epoch']} (best {state['best']:.4f})")
     loaders_ = (train_loader, val_loader, val_set)
-    return Fold(fold, out, model, loss_fn, optimizer, scheduler, *loaders_, state, init, average, scaler)
+    net = setup.ranks.wrap(model, cfg)
+    return Fold(fold, out, model, loss_fn, optimizer, scheduler, *loaders_, state, init, average, scaler, net=net)
 
 
 def record_epoch(
@@ -274,11 +297,12 @@ def train_epoch(f: Fold, setup: Setup, desc: str) -> float:
 
     The optimiser steps every `accum` batches (and after the last one), through the gradient scaler with fp16.
     """
-    cfg, device = setup.cfg, setup.device
-    model, loss_fn, optimizer = f.model, f.loss_fn, f.optimizer
+    cfg, device, ranks = setup.cfg, setup.device, setup.ranks
+    net = f.net if f.net is not None else f.model
+    loss_fn, optimizer = f.loss_fn, f.optimizer
     accum, batches = int(cfg["accum"]), len(f.train_loader)
-    model.train()
-    freeze_encoder(model, f.state["epoch"] < int(cfg["freeze_encoder"]))
+    net.train()
+    freeze_encoder(f.model, f.state["epoch"] < int(cfg["freeze_encoder"]))
     optimizer.zero_grad(set_to_none=True)
     total, count = 0.0, 0
     for i, (images, targets) in enumerate(progress(f.train_loader, desc=desc, leave=False, unit="batch")):
@@ -287,17 +311,20 @@ def train_epoch(f: Fold, setup: Setup, desc: str) -> float:
         if cfg["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
-        with autocast(device, cfg["amp"]):
-            logits = model(images)
-        loss = loss_fn(logits.float(), targets)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"{desc}: loss is {loss.item()} (lr {optimizer.param_groups[0]['lr']:.3g})")
-        scaled = loss / accum
-        (f.scaler.scale(scaled) if f.scaler else scaled).backward()
-        if (i + 1) % accum == 0 or i + 1 == batches:
+        stepping = (i + 1) % accum == 0 or i + 1 == batches
+        with ranks.no_sync(net, stepping):
+            with autocast(device, cfg["amp"]):
+                logits = net(images)
+            loss = loss_fn(logits.float(), targets)
+            value, n = ranks.batch_loss(loss, len(images))  # the global batch's (every rank sees the same)
+            if not math.isfinite(value):
+                raise NonFiniteLoss(f"{desc}: loss is {value} (lr {optimizer.param_groups[0]['lr']:.3g})")
+            scaled = loss / accum
+            (f.scaler.scale(scaled) if f.scaler else scaled).backward()
+        if stepping:
             optimizer_step(f, cfg)
-        total += loss.item() * len(images)
-        count += len(images)
+        total += value * n
+        count += n
     return total / max(1, count)
 
 

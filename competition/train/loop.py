@@ -21,6 +21,7 @@ from competition.core.locks import run_folder_lock
 from competition.core.log import Log
 from competition.core.progress import Steps
 from competition.core.runs import fold_dir, now, update_run, write_config
+from competition.train.distributed import Ranks, check_gpus, launch
 from competition.train.fold import NonFiniteLoss, train_fold
 from competition.train.hooks import EpochHook, FoldHook, Hooks
 from competition.train.setup import Setup, fold_indices, prepare
@@ -44,7 +45,9 @@ def train_run(
     """Train all (remaining) folds of a run; returns the results dictionary (also written to results.json).
 
     The run folder is locked meanwhile: a second process cannot train (resume) it while this one lives.
+    With setting gpus=N each fold is trained by N processes (train/distributed); this one is rank 0.
     """
+    check_gpus(cfg)
     with run_folder_lock(run_dir):
         remove_stale_temporaries(Path(run_dir))
         try:
@@ -113,7 +116,12 @@ def _train_locked(cfg: dict[str, Any], run_dir: Path, log: Log, hooks: Hooks) ->
     setup.trackers = open_trackers(cfg, run_dir, info, log)
     stopped: list[BaseException] = []  # what a hook raised to stop the run (pruning)
     try:
-        done = _train_folds(setup, run_dir, indices, hooks.recording(stopped))
+        with launch(cfg, setup.device, helper_rank, (cfg, str(run_dir), pending)) as ranks:
+            setup.ranks, setup.device = ranks, ranks.device
+            if ranks.world > 1:
+                log(f"data parallel: {ranks.world} processes per fold on {ranks.device.type}, global batch "
+                    f"{cfg['batch_size']} ({int(cfg['batch_size']) // ranks.world} per process)")  # fmt: skip
+            done = _train_folds(setup, run_dir, indices, hooks.recording(stopped))
     except BaseException as e:  # pruned or interrupted: KILLED; an error: FAILED
         failed = not stopped and isinstance(e, Exception)
         setup.trackers.end("FAILED" if failed else "KILLED")
@@ -133,7 +141,8 @@ def _train_folds(setup: Setup, run_dir: Path, indices: list[int], hooks: Hooks) 
     done: dict[int, dict[str, Any]] = {}
     for fold in indices:
         result_path = fold_dir(run_dir, fold) / "result.json"
-        if result_path.exists():
+        trained = not result_path.exists()
+        if not trained:
             done[fold] = read_json(result_path)
             log(f"fold {fold}: finished earlier (mIoU {done[fold]['miou']:.4f}), skipped")
         else:
@@ -143,7 +152,20 @@ def _train_folds(setup: Setup, run_dir: Path, indices: list[int], hooks: Hooks) 
                     hooks.on_epoch(fold, epoch, float(np.mean([r["miou"] for r in done.values()] + [best])), row)
 
             done[fold] = train_fold(setup, fold, fold_dir(run_dir, fold), running_mean)
-        if hooks.on_fold:
-            hooks.on_fold(fold, done[fold])
-        check_interrupt()
+        with setup.ranks.leading():
+            if hooks.on_fold:
+                hooks.on_fold(fold, done[fold])
+            check_interrupt()
+        if trained:
+            setup.ranks.agree()  # the other ranks go on to the next fold (or stop, told by leading())
     return done
+
+
+def helper_rank(ranks: Ranks, cfg: dict[str, Any], run_dir: str, pending: list[int]) -> None:
+    """Rank 1..N-1 of a data-parallel run (train/distributed): trains rank 0's pending folds with it, writes
+    nothing, logs nothing."""
+    setup = prepare(cfg, Path(run_dir).parent, lambda message: None)
+    setup.ranks, setup.device = ranks, ranks.device
+    for fold in pending:
+        train_fold(setup, fold, fold_dir(Path(run_dir), fold), lambda epoch, best, row: None)
+        ranks.agree()

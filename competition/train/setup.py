@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
+from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, RandomSampler, WeightedRandomSampler
 
 import models
 from competition.core.config import image_hw
@@ -36,6 +36,7 @@ from competition.data import (
     train_transform,
 )
 from competition.predict import compiled, loader_workers, pick_device
+from competition.train.distributed import Ranks
 from competition.train.trackers import Trackers
 
 
@@ -55,6 +56,7 @@ class Setup:
     pseudo_pixels: DecodeEachTime | None = None
     steps: Steps | None = None  # the run's epochs: a bar on a terminal, the ETA of the log lines
     trackers: Trackers = field(default_factory=lambda: Trackers([]))  # the run's chosen trackers (train/trackers)
+    ranks: Ranks = field(default_factory=Ranks)  # data parallelism (train/distributed): rank 0 of 1 by default
 
 
 def prepare(cfg: dict[str, Any], runs_dir: Path, log: Log) -> Setup:
@@ -164,10 +166,18 @@ def loaders(setup: Setup, fold: int) -> tuple[DeviceBatches, DataLoader, Segment
     if cfg["sampler"] == "balanced":
         weights = torch.from_numpy(balanced_weights(label_maps, setup.classes))
         sampler = WeightedRandomSampler(weights, len(train_set), replacement=True, generator=generator)
-    train_loader = DataLoader(
-        train_set, batch, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > batch,
-        generator=generator, **common,
-    )  # fmt: skip
+    drop_last = len(train_set) > batch
+    if setup.ranks.world == 1:
+        train_loader = DataLoader(
+            train_set, batch, shuffle=sampler is None, sampler=sampler, drop_last=drop_last, generator=generator,
+            **common,
+        )  # fmt: skip
+    else:  # the global batches one process would draw, each rank taking its share
+        order = sampler if sampler is not None else RandomSampler(train_set, generator=generator)
+        shards = setup.ranks.shard(BatchSampler(order, batch, drop_last))
+        train_loader = DataLoader(
+            train_set, batch_sampler=shards, generator=generator, worker_init_fn=setup.ranks.worker_init(), **common
+        )
     val_loader = DataLoader(val_set, batch, shuffle=False, **common)
     return DeviceBatches(train_loader, setup.device), val_loader, val_set
 
@@ -176,6 +186,8 @@ def build_model(setup: Setup) -> tuple[torch.nn.Module, str]:
     """The run's model on its device, and what its weights were initialised from (`<source>: ...`)."""
     model, loaded = models.create_model(setup.cfg["model"], setup.classes.num_classes, setup.cfg, setup.log)
     setup.log(f"model {setup.cfg['model']}: {loaded}")
+    if setup.cfg.get("sync_bn") and setup.ranks.world > 1:  # BatchNorm over the global batch, not each rank's
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(setup.device)
     if setup.cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
