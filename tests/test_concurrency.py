@@ -136,3 +136,47 @@ def test_a_run_folder_in_use_is_never_trained_twice(tmp_path):
                 pass
     with run_folder_lock(tmp_path / "run"):  # free again once its owner is done
         pass
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_share_a_study_through_the_grpc_proxy(setup, tmp_path):
+    """`storage-proxy` in front of an SQLite study on 127.0.0.1, `search --workers 2` on grpc://: every trial
+    complete, stored in the database behind the proxy; the proxy is always stopped."""
+    data, space = setup
+    runs, port = tmp_path / "runs", free_port()
+    proxy, proxy_log = start(tmp_path, "proxy", ["storage-proxy", "--runs-dir", str(runs), "--port", str(port)])
+    try:
+        args = ["search", "unet", "--data", str(data), "--runs-dir", str(runs), "--space", str(space), "--study",
+                "px", "--epochs", "1", *TINY, "--storage", f"grpc://127.0.0.1:{port}", "--trials", "3",
+                "--workers", "2"]  # fmt: skip
+        worker, log = start(tmp_path, "search", args)
+        assert worker.wait(timeout=600) == 0, log.read_text()[-3000:] + proxy_log.read_text()[-2000:]
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+    assert f"storage proxy for sqlite:///{(runs / 'optuna.db').resolve()} on grpc://127.0.0.1:{port}" in (
+        proxy_log.read_text()
+    )
+    trials = load(f"sqlite:///{(runs / 'optuna.db').resolve()}", "px").trials  # the database, not the proxy
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert "worker 1: pid" in log.read_text()
+
+
+def test_an_unreachable_proxy_is_one_line_and_nothing_runs(setup, tmp_path, capsys):
+    from competition.cli import main
+
+    data, space = setup
+    port = free_port()  # nobody listens there
+    args = ["search", "unet", "--data", str(data), "--runs-dir", str(tmp_path / "runs"), "--space", str(space),
+            "--epochs", "1", *TINY, "--storage", f"grpc://127.0.0.1:{port}", "--trials", "1"]  # fmt: skip
+    assert main(args) == 1
+    out = capsys.readouterr()
+    assert f"--storage grpc://127.0.0.1:{port}: no storage proxy answers there" in out.err
+    assert not any((tmp_path / "runs").glob("unet-*")) and not any((tmp_path / "runs").glob("*-t000-*"))

@@ -19,7 +19,7 @@ from competition.data import DataRoot, describe_dataset, resolve_data_root, writ
 from competition.ensemble import ensemble_runs, run_post, select_members, vote_csvs
 from competition.predict import export_run, predict_run, pseudo_label
 from competition.report import serve_dashboard, write_report
-from competition.search import SearchRequest, run_search
+from competition.search import SearchRequest, run_search, serve_storage_proxy, storage_url
 from competition.submit import check_submission, record_lb, score_submission
 from competition.train import (
     format_table,
@@ -207,6 +207,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: expected 0..65535")
     serve_dashboard(Path(args.runs_dir), args.storage, args.port, logger(args))
+    return 0
+
+
+def cmd_storage_proxy(args: argparse.Namespace) -> int:
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: expected 1..65535")
+    serve_storage_proxy(storage_url(args.storage, Path(args.runs_dir)), args.host, args.port, logger(args))
     return 0
 
 

@@ -209,6 +209,15 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="cmd_dashboard")
 
 
+def _add_storage_proxy(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("storage-proxy", help="Optuna's gRPC storage proxy: many workers, one database client")
+    p.add_argument("--storage", help="the study storage it serves (as search --storage; default runs/optuna.db)")
+    p.add_argument("--port", type=int, default=13000, help="port (default 13000); workers use grpc://HOST:PORT")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    p.add_argument("--runs-dir", default="runs", help="whose optuna.db to serve without --storage (default runs/)")
+    p.set_defaults(handler="cmd_storage_proxy")
+
+
 def _add_sample_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample-data", help="write the synthetic sample dataset (competition layout) to DIR")
     p.add_argument("dir", help="output folder (must not exist or be empty)")
@@ -264,6 +273,7 @@ COMMANDS = (
     _add_lb,
     _add_report,
     _add_dashboard,
+    _add_storage_proxy,
     _add_sample_data,
     _add_data_info,
     _add_check,

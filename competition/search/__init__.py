@@ -38,6 +38,7 @@ from competition.search.pruners import PRUNERS, make_pruning
 from competition.search.samplers import SAMPLERS, make_sampler
 from competition.search.space import check_space, default_params, load_space, suggest, trial_params
 from competition.search.storage import open_storage, safe_url, storage_url
+from competition.search.storage import serve_proxy as serve_storage_proxy
 from competition.search.study import StudySpec, open_study, prepare_study
 from competition.search.trials import best_full, is_full, is_pruned, ranked
 from competition.search.trials import count as count_trials
@@ -55,6 +56,7 @@ __all__ = [
     "suggest",
     "trial_params",
     "open_storage",
+    "serve_storage_proxy",
     "safe_url",
     "storage_url",
     "PRUNERS",

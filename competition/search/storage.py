@@ -13,6 +13,7 @@ import functools
 import inspect
 import os
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -43,8 +44,14 @@ def safe_url(url: str) -> str:
     return url if url.startswith("journal:") else redact_url(url)
 
 
+PROXY_WAIT_SECONDS = 10.0
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for a URL; server databases get a heartbeat that fails and retries dead trials."""
+    """An Optuna storage for a URL; server databases get a heartbeat that fails and retries dead trials;
+    `grpc://HOST:PORT` is a storage proxy (`./run.sh storage-proxy`) in front of one of them."""
+    if url.startswith("grpc://"):
+        return open_proxy(url)
     if url.startswith("journal:"):
         path = Path(url[len("journal:") :])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,3 +136,35 @@ class SqliteStorage(RetryingRDBStorage):
             return super().set_trial_state_values(trial_id, state, values)
         with exclusive_lock(self._start_lock):
             return super().set_trial_state_values(trial_id, state, values)
+
+
+def open_proxy(url: str) -> optuna.storages.BaseStorage:
+    """A client of Optuna's gRPC storage proxy at grpc://HOST:PORT, once it answers (UserError else)."""
+    host, _, port = url[len("grpc://") :].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--storage {url}: expected grpc://HOST:PORT")
+    with warnings.catch_warnings():  # experimental since Optuna 4.2: the pinned version is the tested one
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    try:
+        proxy.wait_server_ready(timeout=PROXY_WAIT_SECONDS)
+    except Exception as e:
+        proxy.close()
+        raise UserError(f"--storage {url}: no storage proxy answers there within {PROXY_WAIT_SECONDS:g} s "
+                        f"({first_line(e, 120)}); start one with ./run.sh storage-proxy --storage URL --port "
+                        f"{port}") from None  # fmt: skip
+    return proxy
+
+
+def serve_proxy(url: str, host: str, port: int, log) -> None:
+    """Optuna's gRPC storage proxy in front of storage `url`, until Ctrl-C: many workers, one database client."""
+    if url.startswith(("grpc://", "journal:")):
+        raise UserError(f"--storage {url}: a proxy serves a database (sqlite, postgresql), not a journal or a proxy")
+    storage = optuna.storages.get_storage(open_storage(url))  # Optuna's in-process cache in front of the RDB
+    log(f"storage proxy for {safe_url(url)} on grpc://{host}:{port} (workers: --storage grpc://{host}:{port}); "
+        "Ctrl-C stops it")  # fmt: skip
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    try:
+        optuna.storages.run_grpc_proxy_server(storage, host=host, port=port)
+    except RuntimeError as e:  # the port is taken
+        raise UserError(f"--port {port}: cannot serve on {host}:{port} ({first_line(e, 120)})") from None
