@@ -78,8 +78,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-storage-"))
     port = free_port()
     proxied = tmp / "proxied"
-    proxy = subprocess.Popen([sys.executable, "-m", "competition", "storage-proxy", "--runs-dir", str(proxied),
-                              "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    serve = [sys.executable, "-m", "competition", "storage-proxy", "--runs-dir", str(proxied), "--port", str(port)]
+    proxy = subprocess.Popen(serve, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rates: dict[str, list[float]] = {"sqlite direct": [], "grpc proxy": []}
     try:
         for r in range(args.repeats):

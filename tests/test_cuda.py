@@ -76,3 +76,20 @@ def test_a_two_worker_search_shares_one_gpu(tmp_path, capsys, data):
     assert main([*args, "--no-predict", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["complete"] + result["pruned"] == 2 and result["failed"] == 0
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="data parallel on GPUs needs 2 CUDA devices")
+def test_two_gpus_train_a_run_with_nccl_and_sync_bn(tmp_path, capsys, data):
+    """`train --gpus 2` on two GPUs (NCCL), BatchNorm synchronised: a complete run, its scores finite."""
+    result = trained(capsys, tmp_path / "runs", data, "--gpus", "2", "--set", "sync_bn=true")
+    assert len(result["folds"]) == 2 and all(0.0 <= f["miou"] <= 1.0 for f in result["folds"])
+    config = json.loads((tmp_path / "runs" / result["run"] / "config.json").read_text())
+    assert config["gpus"] == 2 and config["sync_bn"] is True
+
+
+def test_more_gpus_than_the_machine_has_is_refused(tmp_path, capsys, data):
+    n = torch.cuda.device_count() + 1
+    code = main(["train", "unet", "--data", str(data), "--runs-dir", str(tmp_path / "runs"), *TINY, "--gpus", str(n),
+                 "--batch-size", str(2 * n)])  # fmt: skip
+    assert code == 1
+    assert f"--gpus {n}: needs {n} CUDA devices, this machine has {n - 1}" in "".join(capsys.readouterr())
