@@ -170,7 +170,7 @@ def check_gpus(cfg: dict[str, Any], workers: int = 1) -> None:
 def launch(
     cfg: dict[str, Any], device: torch.device, helper: Callable[..., None], helper_args: tuple
 ) -> Iterator[Ranks]:
-    """Rank 0 of a process group of `gpus` ranks: starts ranks 1..N-1 as `helper(ranks, errors, *helper_args)`
+    """Rank 0 of a process group of `gpus` ranks: starts ranks 1..N-1 as `helper(ranks, *helper_args)`
     and yields this process's Ranks; on the way out the helpers are joined (or, after an error, stopped)."""
     n = int(cfg.get("gpus", 1))
     if n == 1:
@@ -194,9 +194,11 @@ def launch(
         try:
             yield main
             ok = True
-        except BaseException as e:
+        except (KeyboardInterrupt, UserError):  # rank 0's own reason (or Ctrl-C): the helpers are stopped below
+            raise
+        except BaseException:
             reason = _first_error(errors, helpers)
-            if reason and not isinstance(e, (KeyboardInterrupt, UserError)):  # a collective failed: say why
+            if reason:  # a collective failed because a helper did: say why
                 raise UserError(reason) from None
             raise
         finally:
