@@ -8,6 +8,7 @@ finished folds are skipped and an unfinished fold continues from its last epoch.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,8 @@ def _train_folds(setup: Setup, run_dir: Path, indices: list[int], hooks: Hooks) 
                     hooks.on_epoch(fold, epoch, float(np.mean([r["miou"] for r in done.values()] + [best])), row)
 
             done[fold] = train_fold(setup, fold, fold_dir(run_dir, fold), running_mean)
-        with setup.ranks.leading():
+        # the other ranks wait for this fold's word only when they trained it (a skipped fold: no message)
+        with setup.ranks.leading() if trained else contextlib.nullcontext():
             if hooks.on_fold:
                 hooks.on_fold(fold, done[fold])
             check_interrupt()
