@@ -2,9 +2,11 @@
 set with ground truth, with per-class IoU before and after.
 
 For each run given: `predict RUN --post auto` (fits the steps on the run's out-of-fold probabilities, writes
-postprocess.json and the run's test probabilities), then, on the stored test probabilities, three decisions:
+postprocess.json and the run's test probabilities), then, on the stored test probabilities, these decisions:
 the plain argmax; + calibration (the offsets fitted on every out-of-fold image, applied whether kept or not);
-+ cleanup (the minimum areas fitted on the decision the fit kept, applied whether kept or not). Each is scored
++ CRF (the candidate best out of fold, on the calibration the fit kept, applied whether kept or not; and every
+other candidate, to see whether the out-of-fold choice is the test's); + cleanup (the minimum areas fitted on
+the decision the fit kept, applied whether kept or not). Each is scored
 against the test ground truth image by image; gains are paired differences with their jackknife standard error
 over test images (ensemble.noise.gain), for the per-image and the dataset mIoU. The final decision (the steps
 that survived) is also written as a CSV and scored through `score --gt`, which must agree.
@@ -18,6 +20,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,16 @@ from competition.core.runs import find_run, read_config  # noqa: E402
 from competition.data import DataRoot, load_coco, mask_store  # noqa: E402
 from competition.ensemble.noise import gain, metric_value  # noqa: E402
 from competition.ensemble.postfit import class_iou  # noqa: E402
-from competition.predict import Decision, read_decision, read_probs, run_classes  # noqa: E402
+from competition.predict import (  # noqa: E402
+    CRF_GRID,
+    Decision,
+    crf_available,
+    grid_images,
+    parse_crf,
+    read_decision,
+    read_probs,
+    run_classes,
+)
 from competition.submit import per_image_confusion, score_submission  # noqa: E402
 
 
@@ -47,9 +59,13 @@ def test_confusions(run_dir: Path, decisions: dict[str, Decision], gt: Path, dat
     stored = read_probs(run_dir / "test" / "probs.npy")
     target = torch.from_numpy(np.stack([resize_nearest(masks[by_name[n].id]) for n in stored.images]).astype(np.int64))
     probs = stored.probabilities()
+    pixels = grid_images(root, "test")(stored.images) if any(d.needs_images for d in decisions.values()) else None
     out = {}
     for name, decision in decisions.items():
-        pred = torch.from_numpy(decision.masks(probs).astype(np.int64))
+        start = time.time()
+        pred = torch.from_numpy(decision.masks(probs, pixels if decision.needs_images else None).astype(np.int64))
+        if decision.needs_images:
+            print(f"  {name}: {time.time() - start:.1f} s for {len(probs)} test images (CRF in processes)")
         out[name] = per_image_confusion(pred, target, classes.num_classes, classes.ignore_index).numpy()
     return out
 
@@ -77,9 +93,14 @@ def main() -> None:
         report = final.report
         calibrated = Decision(tuple(names), tuple(report["calibration"]["fitted"]))
         base_offsets = final.offsets  # the calibration the fit kept (None if it kept none)
-        cleaned = Decision(tuple(names), base_offsets, tuple(report["cleanup"]["fitted"]))
+        cleaned = Decision(tuple(names), base_offsets, tuple(report["cleanup"]["fitted"]), crf=final.crf)
         decisions = {"argmax": Decision(tuple(names)), "+calibration": calibrated,
                      "base+cleanup": cleaned, "final": final}  # fmt: skip
+        crf_fit = report.get("crf", {})
+        if crf_available() and "fitted" in crf_fit:
+            decisions["base+crf"] = Decision(tuple(names), base_offsets, crf=parse_crf(crf_fit["fitted"]))
+            for i, params in enumerate(CRF_GRID):
+                decisions[f"crf#{i}"] = Decision(tuple(names), base_offsets, crf=params)
         cms = test_confusions(run_dir, decisions, args.gt, args.data)
         metric = cfg["metric"]
         print(f"\n{run_dir.name} ({cfg['model']}, ranking metric {metric}); out of fold, held out "
@@ -87,7 +108,12 @@ def main() -> None:
         print(f"{'step':<13} {'OOF gain ± SE':>17} {'kept':>5} {'test image mIoU':>16} {'gain ± SE':>17} "
               f"{'test dataset mIoU':>18} {'gain ± SE':>17}")  # fmt: skip
         base_name = "+calibration" if report["calibration"]["kept"] else "argmax"
-        for step, name_, against in (("calibration", "+calibration", "argmax"), ("cleanup", "base+cleanup", base_name)):
+        rows = [("calibration", "+calibration", "argmax")]
+        if "base+crf" in cms:
+            rows.append(("crf", "base+crf", base_name))
+        rows.append(("cleanup", "base+cleanup", "final-before-cleanup"))
+        cms["final-before-cleanup"] = cms["base+crf"] if final.crf is not None else cms[base_name]
+        for step, name_, against in rows:
             r = report[step]
             gi, gd = gain(cms[name_], cms[against], "image"), gain(cms[name_], cms[against], "dataset")
             print(f"{step:<13} {r['gain']:>+9.4f} ± {r['se']:.4f} {str(r['kept']):>5} "
@@ -101,11 +127,17 @@ def main() -> None:
         scores, _ = score_submission(Path(csv), args.gt, args.data or cfg["data"], resolve(), log=lambda m: None)
         assert abs(scores.miou_image - metric_value(cms["final"], "image")) < 1e-9, "score --gt disagrees"
         print(f"score --gt of {csv}: image {scores.miou_image:.4f}, dataset {scores.miou_dataset:.4f} (agrees)")
+        if "base+crf" in cms:
+            print(f"\nCRF candidates on the kept calibration ({crf_fit['images']} out-of-fold images; test gain over "
+                  f"{base_name}):")  # fmt: skip
+            for i, params in enumerate(CRF_GRID):
+                g = gain(cms[f"crf#{i}"], cms[base_name], metric)
+                print(f"  {params.describe():<44} OOF {crf_fit['grid_miou'][i]:.4f}  test {str(g):>17}")
         oof = report["calibration"]
         before_test, after_test = class_iou(cms["argmax"]), class_iou(cms["final"])
         print(f"\n{'class':<24} {'OOF before':>10} {'OOF after':>10} {'test before':>11} {'test after':>10}")
-        after_oof = report["cleanup"]["per_class_after"] if report["cleanup"]["kept"] else oof["per_class_after"]
-        after_oof = after_oof if report["calibration"]["kept"] or report["cleanup"]["kept"] else oof["per_class_before"]
+        kept = [step for step in ("calibration", "crf", "cleanup") if report.get(step, {}).get("kept")]
+        after_oof = report[kept[-1]]["per_class_after"] if kept else oof["per_class_before"]  # (CRF's: its images)
         for i, cls in enumerate(names):
             cells = [oof["per_class_before"][i], after_oof[i], before_test[i], after_test[i]]
             print(f"{cls:<24} " + " ".join("       n/a" if v is None else f"{v:>10.4f}" for v in cells))

@@ -1,6 +1,12 @@
 """Training throughput (images/s) and peak memory of fcn8s, fcn16s and unet (resnet34 encoder):
-(A) bf16 autocast + channels_last, the harness defaults, vs (B) fp32 without them; with --compile also (C) = A
-with torch.compile (`compile=true`), whose first-step compile time is reported on its own.
+(A) bf16 autocast + channels_last, the harness defaults, vs (B) fp32 without them; on CUDA also (F) fp16
+autocast + channels_last with a GradScaler (`amp=fp16`); with --compile also (C) = A with torch.compile
+(`compile=true`), whose first-step compile time is reported on its own.
+
+FLOPs per image are counted once per model (torch.utils.flop_counter over one fp32 forward + backward of a
+1-image batch: the training step's matmul and convolution FLOPs), and the MFU is the achieved FLOP/s
+(FLOPs/image x images/s) over the GPU's dense peak for the mode's dtype (PEAKS by device name: bf16/fp16
+tensor cores; fp32 against TF32, which cuDNN convolutions use by default; --peak-tflops overrides).
 
 Real training steps on random batches (12 classes): model.train(), MixedLoss("ce"), AdamW, backward, step.
 Each (model, mode) runs in a fresh process, so peak memory is its own: torch.cuda.max_memory_allocated on
@@ -8,24 +14,59 @@ CUDA, peak RSS (ru_maxrss) on CPU. The harness autocasts only on CUDA (competiti
 on CPU mode A is channels_last alone.
 
     .venv/bin/python benchmarks/bench_train.py [--device auto|cpu|cuda] [--size S] [--batch-size B] [--steps N]
-                                               [--compile]
+                                               [--compile] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-MODES = {"A": {"amp": True, "channels_last": True}, "B": {"amp": False, "channels_last": False}}
-COMPILED = {"C": {"amp": True, "channels_last": True, "compile": True}}
+MODES = {"A": {"amp": "auto", "channels_last": True}, "B": {"amp": "off", "channels_last": False}}
+FP16 = {"F": {"amp": "fp16", "channels_last": True}}  # CUDA only
+COMPILED = {"C": {"amp": "auto", "channels_last": True, "compile": True}}
 NUM_CLASSES = 12
+# dense peak TFLOP/s (no sparsity) by device-name substring, first match: bf16/fp16 tensor cores, tf32
+PEAKS = (
+    ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "tf32": 378.0}),
+    ("H100 NVL", {"bf16": 835.0, "fp16": 835.0, "tf32": 418.0}),
+    ("H100", {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7}),  # SXM
+    ("H200", {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7}),
+    ("A100", {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0}),
+    ("L40S", {"bf16": 362.1, "fp16": 362.1, "tf32": 183.0}),
+    ("A10G", {"bf16": 70.0, "fp16": 70.0, "tf32": 35.0}),
+)
+
+
+def peak_tflops(device: torch.device, dtype: str, override: float | None) -> float | None:
+    """The device's dense peak for a dtype (bf16, fp16, tf32), or None where unknown (and on CPU)."""
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peaks[dtype] for key, peaks in PEAKS if key in name), None)
+
+
+def count_flops(model: torch.nn.Module, size: int, device: torch.device) -> float:
+    """FLOPs of one fp32 training step (forward + backward) per image, counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images = torch.randn(1, 3, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(images).float().mean().backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
 
 
 def peak_rss_mib() -> float:
@@ -41,7 +82,7 @@ def sync(device: torch.device) -> None:
 
 def measure(
     model_name: str,
-    amp: bool,
+    amp: str,
     channels_last: bool,
     device: str,
     size: int,
@@ -50,8 +91,9 @@ def measure(
     warmup: int,
     compile: bool = False,
 ) -> dict[str, Any]:
-    """Images/s of the median of `steps` timed training steps after `warmup` steps, and peak memory in MiB;
-    with `compile`, the model is torch.compile'd and its first step (the compilation) is timed apart."""
+    """Images/s of the median of `steps` timed training steps after `warmup` steps, peak memory in MiB and
+    FLOPs per training image; with `compile`, the model is torch.compile'd and its first step (the
+    compilation) is timed apart. amp=fp16 scales the loss (GradScaler), as the harness does."""
     import models
     from competition.predict import autocast
     from competition.train import MixedLoss
@@ -64,6 +106,9 @@ def measure(
         torch.cuda.reset_peak_memory_stats()
     model, _ = models.create_model(model_name, NUM_CLASSES, {"encoder": "resnet34"})
     model = model.to(dev)
+    flops = count_flops(model, size, dev)  # before channels_last and compile: the same count for every mode
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     images = torch.randn(batch, 3, size, size, device=dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -73,6 +118,7 @@ def measure(
         model.compile()
     loss_fn = MixedLoss("ce").to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
     model.train()
 
     def step() -> None:
@@ -80,8 +126,9 @@ def measure(
             logits = model(images)
         loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     start = time.perf_counter()
     step()  # the first step: with compile, the compilation
@@ -101,7 +148,8 @@ def measure(
         peak, what = torch.cuda.max_memory_allocated() / 2**20, "max_memory_allocated"
     else:
         peak, what = peak_rss_mib(), f"peak RSS ({rss_start:.0f} MiB before the model)"
-    return {"images_per_s": batch / seconds, "peak_mib": peak, "memory": what, "compile_s": first - seconds}
+    return {"images_per_s": batch / seconds, "peak_mib": peak, "memory": what, "compile_s": first - seconds,
+            "flops_per_image": flops}  # fmt: skip
 
 
 def run_isolated(**kwargs: Any) -> dict[str, Any]:
@@ -142,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="alternate A and B this many times; keep the best")
     parser.add_argument("--models", default="fcn8s,fcn16s,unet", help="comma-separated registered models")
     parser.add_argument("--compile", action="store_true", help="also mode C: A with torch.compile")
+    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak for every dtype (default: PEAKS)")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here (bench_loader.py --against)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -151,44 +201,61 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch_size or (8 if cuda else 4)
     steps = args.steps or (20 if cuda else 3)
     warmup = max(1, args.warmup if args.warmup is not None else (5 if cuda else 1))
-    modes = MODES | (COMPILED if args.compile else {})
+    modes = MODES | (FP16 if cuda else {}) | (COMPILED if args.compile else {})
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    dtypes = {"A": "bf16" if bf16 else "fp16", "B": "tf32", "F": "fp16", "C": "bf16" if bf16 else "fp16"}
 
     print("\n".join(machine_info()))
     print(
         f"training: {size}x{size}, batch {batch}, {NUM_CLASSES} classes, {warmup} warm-up + {steps} timed steps, "
         f"best of {args.repeats}\n"
     )
-    rows, memory = [], ""
+    rows, records, memory = [], [], ""
     for name in args.models.split(","):
         r = best_of(
             args.repeats, modes, model_name=name, device=str(device), size=size, batch=batch, steps=steps, warmup=warmup
         )
         a, b = r["A"], r["B"]
         memory = a["memory"]
-        row = [
-            name,
-            f"{a['images_per_s']:.2f}",
-            f"{b['images_per_s']:.2f}",
-            f"{a['images_per_s'] / b['images_per_s']:.2f}x",
-        ]
-        row += [f"{a['peak_mib']:,.0f}", f"{b['peak_mib']:,.0f}"]
+        flops = a["flops_per_image"]
+
+        def mfu(mode: str, r: dict = r, flops: float = flops) -> str:
+            peak = peak_tflops(device, dtypes[mode], args.peak_tflops)
+            return "n/a" if peak is None else f"{flops * r[mode]['images_per_s'] / (peak * 1e12):.1%}"
+
+        row = [name, f"{flops / 1e9:,.1f}", f"{a['images_per_s']:.2f}", f"{b['images_per_s']:.2f}"]
+        row += [f"{a['images_per_s'] / b['images_per_s']:.2f}x", f"{a['peak_mib']:,.0f}", f"{b['peak_mib']:,.0f}"]
+        row += [mfu("A"), mfu("B")]
+        if "F" in r:
+            row += [f"{r['F']['images_per_s']:.2f}", f"{r['F']['peak_mib']:,.0f}", mfu("F")]
         if "C" in r:
             c = r["C"]
             row += [
                 f"{c['images_per_s']:.2f}",
                 f"{c['images_per_s'] / a['images_per_s']:.2f}x",
                 f"{c['compile_s']:.1f}",
+                mfu("C"),
             ]
         rows.append(row)
+        records.append({"model": name, "flops_per_image": flops}
+                       | {f"{m}_images_per_s": v["images_per_s"] for m, v in r.items()}
+                       | {f"{m}_peak_mib": v["peak_mib"] for m, v in r.items()})  # fmt: skip
     print(
         f"A: {mode_label(device)}; B: fp32, contiguous tensors"
+        + ("; F: fp16 autocast + channels_last + GradScaler" if cuda else "")
         + ("; C: A + torch.compile" if args.compile else "")
         + "\n"
     )
-    head = ["model", "A images/s", "B images/s", "A/B", "A peak MiB", "B peak MiB"]
-    head += ["C images/s", "C/A", "C compile s"] if args.compile else []
+    head = ["model", "GFLOP/image", "A images/s", "B images/s", "A/B", "A peak MiB", "B peak MiB", "A MFU", "B MFU"]
+    head += ["F images/s", "F peak MiB", "F MFU"] if cuda else []
+    head += ["C images/s", "C/A", "C compile s", "C MFU"] if args.compile else []
     print(format_table(head, rows))
-    print(f"images/s from the median step; memory: {memory}")
+    peak = {d: peak_tflops(device, d, args.peak_tflops) for d in ("bf16", "fp16", "tf32")}
+    known = ", ".join(f"{d} {v:g}" for d, v in peak.items() if v) or "none known here (--peak-tflops)"
+    print(f"images/s from the median step; memory: {memory}; GFLOP/image: one fp32 forward + backward "
+          f"(torch.utils.flop_counter); MFU against dense peak TFLOP/s: {known} (B against TF32)")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"device": str(device), "size": size, "batch": batch, "rows": records}))
     return 0
 
 

@@ -2,10 +2,13 @@
 # The GPU check: one script, one table. On a CUDA machine (H100/H200, ~8 minutes) it runs
 #   1. the CUDA-only tests (pytest -m cuda: AMP bf16/fp16 runs, channels_last, OOM halving, predict and ensemble
 #      on the GPU, a two-worker search on one GPU),
-#   2. bench_train.py at 512 x 512 for fcn8s, fcn16s and unet (resnet34): images/s and peak memory for bf16 +
-#      channels_last (A), fp32 (B) and A compiled (C),
-#   3. bench_predict.py at 512 x 512,
-#   4. a 2-trial search and a predict on the embedded sample, end to end on CUDA.
+#   2. bench_train.py at 512 x 512 for fcn8s, fcn16s and unet (resnet34): images/s, peak memory and MFU (model
+#      FLOPs per image counted by torch.utils.flop_counter, against the GPU's dense peak) for bf16 +
+#      channels_last (A), fp32 (B), fp16 + GradScaler (F) and A compiled (C),
+#   3. bench_loader.py at 512 x 512: the training loader's items/s (2 workers, the default, and every core)
+#      beside the GPU's training images/s from step 2: is the GPU starved?
+#   4. bench_predict.py at 512 x 512,
+#   5. a 2-trial search and a predict on the embedded sample, end to end on CUDA.
 # Without CUDA it runs the same steps at toy sizes on the CPU and says which CUDA parts it skipped (CI runs it so).
 # The table goes to stdout and, when OUT is set, to $OUT/gpu_check.md (with every step's log beside it).
 #
@@ -51,9 +54,9 @@ EOF
 cuda=0
 [[ "$info" == cuda* ]] && cuda=1
 if ((cuda)); then
-    device=cuda size=512 steps=20 epochs=2 isize=256 models=fcn8s,fcn16s,unet compile=--compile
+    device=cuda size=512 steps=20 epochs=2 isize=256 models=fcn8s,fcn16s,unet compile=--compile batches=60
 else
-    device=cpu size=64 steps=2 epochs=1 isize=32 models=fcn16s,unet compile=""
+    device=cpu size=64 steps=2 epochs=1 isize=32 models=fcn16s,unet compile="" batches=4
 fi
 
 {
@@ -81,8 +84,10 @@ if ((cuda)); then
 else
     echo "| cuda-tests | skipped: no CUDA device | 0 | pytest -m cuda needs a GPU |" >>"$table"
 fi
-step bench-train "$size px, $models, A/B${compile:+/C}" "$PY" benchmarks/bench_train.py --device "$device" \
-    --size "$size" --steps "$steps" --models "$models" $compile
+step bench-train "$size px, $models, A/B${compile:+/F/C}, MFU" "$PY" benchmarks/bench_train.py --device "$device" \
+    --size "$size" --steps "$steps" --models "$models" $compile --json "$out/bench_train.json"
+step loader "$size px, loader items/s vs GPU images/s" "$PY" benchmarks/bench_loader.py --device "$device" \
+    --size "$size" --batches "$batches" --against "$out/bench_train.json"
 step bench-predict "$size px" "$PY" benchmarks/bench_predict.py --device "$device" --size "$size" --steps "$steps"
 runs="$work/runs"
 sample="$work/sample"
@@ -97,7 +102,7 @@ step predict "best trial of the search, $device" env --chdir "$work" "$PY" -m co
 {
     echo
     echo "total $(( $(date +%s) - start_all )) s"
-    for name in bench-train bench-predict; do
+    for name in bench-train loader bench-predict; do
         echo
         echo "## $name"
         echo

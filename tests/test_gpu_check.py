@@ -21,9 +21,10 @@ def test_gpu_check_runs_and_writes_one_table(tmp_path):
     table = (tmp_path / "out" / "gpu_check.md").read_text()
     assert done.returncode == 0, done.stderr[-2000:] + table
     assert table.startswith("# GPU check: ") and "| step | result | seconds | detail |" in table
-    for name in ("bench-train", "bench-predict", "search", "predict"):
+    for name in ("bench-train", "loader", "bench-predict", "search", "predict"):
         assert f"| {name} | ok |" in table, table
     if not torch.cuda.is_available():
         assert "| cuda-tests | skipped: no CUDA device |" in table
-    assert "A images/s" in table and "images/s" in table.split("## bench-predict")[1]
+    assert "A images/s" in table and "GFLOP/image" in table and "images/s" in table.split("## bench-predict")[1]
+    assert "training loader" in table and "loader/GPU" in table.split("## loader")[1]
     assert not list((ROOT / "submissions").glob("gpu-check*"))  # its submission stays in its own folder

@@ -53,8 +53,9 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
         "--post",
         default="none",
         metavar="auto|none|FILE",
-        help="post-processing: auto = class calibration and small-region cleanup fitted out of fold, kept where "
-        "they beat the noise (saved as postprocess.json); FILE = a postprocess.json; none = argmax (default)",
+        help="post-processing: auto = class calibration, dense CRF (where pydensecrf2 is installed) and small-region "
+        "cleanup fitted out of fold, kept where they beat the noise (saved as postprocess.json); auto:STEPS = only "
+        "those of calibration,crf,cleanup; FILE = a postprocess.json; none = argmax (default)",
     )
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
 

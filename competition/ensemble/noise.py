@@ -48,3 +48,20 @@ def gain(cm_a: np.ndarray, cm_b: np.ndarray, metric: str) -> Gain:
     diff = (leave_one_out(a, metric) - leave_one_out(b, metric)).numpy()
     se = float(np.sqrt((n - 1) / n * ((diff - diff.mean()) ** 2).sum())) if n > 1 else float("nan")
     return Gain(metric_value(cm_a, metric) - metric_value(cm_b, metric), se)
+
+
+def ranking_values(cms: np.ndarray, metric: str) -> np.ndarray:
+    """The ranking mIoU of each stack of per-image confusion counts [..., n, C, C] (numpy, float64), as
+    submit.metric.ranking_miou defines it: `image` = the mean over images with a scored pixel of each image's
+    mIoU over the classes present in its truth or prediction; `dataset` = the mIoU of their sum."""
+    cms = cms.astype(np.float64)
+    if metric != "image":
+        cms = cms.sum(-3, keepdims=True)
+    tp = np.diagonal(cms, axis1=-2, axis2=-1)
+    union = cms.sum(-1) + cms.sum(-2) - tp
+    present = union > 0
+    per_image = np.where(present, tp / np.where(present, union, 1), 0).sum(-1)
+    counted = present.sum(-1)
+    scored = counted > 0
+    per_image = np.where(scored, per_image / np.maximum(counted, 1), 0)
+    return per_image.sum(-1) / np.maximum(scored.sum(-1), 1)

@@ -1,6 +1,7 @@
-"""Post-processing fitted out of fold (`--post auto`): class calibration for mIoU, then small-region cleanup,
-each kept only where its held-out gain beats the noise. The result is a predict.decide.Decision, saved as
-`postprocess.json` beside the probabilities it was fitted on and applied identically to the test set.
+"""Post-processing fitted out of fold (`--post auto`): class calibration for mIoU, then a dense CRF, then
+small-region cleanup, each kept only where its held-out gain beats the noise. The result is a
+predict.decide.Decision, saved as `postprocess.json` beside the probabilities it was fitted on and applied
+identically to the test set. `--post auto:STEPS` fits only the steps named (e.g. auto:calibration,cleanup).
 
 Honest selection, as the ensemble weight fit: the out-of-fold images are split into two random halves; each
 step is fitted on one half and scored on the other (every image scored by parameters fitted without it).
@@ -12,14 +13,12 @@ images, ensemble.noise); the kept parameters are then fitted on all out-of-fold 
   sample stays near SAMPLE_PIXELS). Changing one class's offset only moves pixels between that class and the
   best other class, so each grid value costs one comparison and one bincount of per-image confusion counts.
   A class without truth pixels in the fitted images keeps offset 0.
-- Cleanup: per class, the minimum area (from AREAS, 0 = none) of its 8-connected regions. Regions are found
-  once under the calibrated decision; removing one moves its pixels to their second-best class, so each
-  candidate area is an exact update of per-image confusion counts. Classes are fitted in class order, each
-  given the areas already chosen; the held-out score applies the real cleanup (predict.decide.cleanup).
+- Dense CRF (ensemble.postcrf): one of a few parameter sets or none, on an even subset of the images.
+- Cleanup (ensemble.postclean): per class, the minimum area of its 8-connected regions.
 
-The reported `after` is the held-out score of the last kept step. Cleanup is fitted and scored on top of the
-calibration refitted on every image, so when both are kept the calibration part of `after` is in-sample (its
-own held-out gain is reported beside it).
+The reported `after` is the held-out score of the last kept step. Each step is fitted and scored on top of the
+steps before it refitted on every image, so when several are kept the earlier parts of `after` are in-sample
+(their own held-out gains are reported beside it).
 """
 
 from __future__ import annotations
@@ -28,33 +27,40 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from competition.core.errors import UsageError
 from competition.core.geometry import resize_nearest
 from competition.core.log import Log
 from competition.core.runs import read_config
 from competition.data import ClassTable, DataRoot, ImageInfo, MaskStore
 from competition.ensemble.member_weights import halves
 from competition.ensemble.members import Member, OofProbs, check_classes, oof_images, read_oof
-from competition.ensemble.noise import Gain, gain, metric_value
+from competition.ensemble.noise import Gain, gain, metric_value, ranking_values
+from competition.ensemble.postclean import AREAS, Regions, find_regions, fit_areas, held_out_cleanup, image_confusion
+from competition.ensemble.postcrf import fit_crf
 from competition.predict import (
     BLOCK,
+    CRF_INSTALL,
     EPS,
     FILE,
     Decision,
     argmax,
-    cleanup,
     coefficients,
+    crf_available,
+    grid_images,
     mix,
     read_decision,
     run_classes,
     write_decision,
 )
 
+__all__ = ["AREAS", "Regions", "confusion", "fit_areas", "fit_offsets", "fit_post", "image_confusion", "ranking_values",
+           "run_post"]  # fmt: skip
+
 Z = 2.0
+STEPS = ("calibration", "crf", "cleanup")  # in the order they are fitted and applied
 GRID = np.round(np.arange(-2.0, 2.01, 0.25), 2)  # offsets tried per class (log-probability units)
-AREAS = (0, 8, 16, 32, 64, 128, 256, 512, 1024)  # minimum region areas tried per class (256 x 256 pixels)
 SAMPLE_PIXELS = 2_000_000  # calibration sample, all images together
 
 
@@ -76,19 +82,6 @@ def confusion(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, n: int, c
     return np.bincount(cells, minlength=n * c * c).reshape(n, c, c)
 
 
-def image_confusion(truth: np.ndarray, pred: np.ndarray, c: int, ignore: int) -> np.ndarray:
-    """The confusion [C, C] of one image's pixels (truth [H, W], prediction [H, W])."""
-    keep = truth != ignore
-    return np.bincount(truth[keep].astype(np.int64) * c + pred[keep], minlength=c * c).reshape(c, c)
-
-
-def second_best_map(scores: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """Per pixel [H, W], the best class other than its decision `top` (scores [C, H, W])."""
-    others = scores.copy()
-    np.put_along_axis(others, top[None].astype(np.int64), -np.inf, axis=0)
-    return argmax(others, 0)
-
-
 class OofStream:
     """The blended out-of-fold probabilities of members (with weights), BLOCK images at a time."""
 
@@ -99,6 +92,19 @@ class OofStream:
         self.images = oof_images(members, self.oofs, root)
         self.coefs = coefficients(weights, [o.unit for o in self.oofs])
         self.masks: MaskStore = root.masks("train_all", classes, members[0].cfg["overlap"])
+        self.root = root
+        self._pixels = None
+
+    def pixels(self, names: Sequence[str]) -> np.ndarray:
+        """The images [B, 256, 256, 3] of these out-of-fold rows (for the CRF), cached on first use."""
+        if self._pixels is None:
+            self._pixels = grid_images(self.root, "train_all")
+        return self._pixels(names)
+
+    def scores(self, decision: Decision, start: int, probs: np.ndarray) -> np.ndarray:
+        """`decision`'s calibrated scores of the block of rows from `start` (with their images when it has a CRF)."""
+        names = [im.file_name for im in self.images[start : start + len(probs)]]
+        return decision.scores(probs, self.pixels(names) if decision.needs_images else None)
 
     def __iter__(self):
         for start in range(0, len(self.images), BLOCK):
@@ -115,23 +121,6 @@ def sample_step(n_images: int, side: int = 256) -> int:
     while n_images * (side // s) ** 2 > SAMPLE_PIXELS and s < side // 16:
         s *= 2
     return s
-
-
-def ranking_values(cms: np.ndarray, metric: str) -> np.ndarray:
-    """The ranking mIoU of each stack of per-image confusion counts [..., n, C, C] (numpy, float64), as
-    submit.metric.ranking_miou defines it: `image` = the mean over images with a scored pixel of each image's
-    mIoU over the classes present in its truth or prediction; `dataset` = the mIoU of their sum."""
-    cms = cms.astype(np.float64)
-    if metric != "image":
-        cms = cms.sum(-3, keepdims=True)
-    tp = np.diagonal(cms, axis1=-2, axis2=-1)
-    union = cms.sum(-1) + cms.sum(-2) - tp
-    present = union > 0
-    per_image = np.where(present, tp / np.where(present, union, 1), 0).sum(-1)
-    counted = present.sum(-1)
-    scored = counted > 0
-    per_image = np.where(scored, per_image / np.maximum(counted, 1), 0)
-    return per_image.sum(-1) / np.maximum(scored.sum(-1), 1)
 
 
 def fit_offsets(scores: np.ndarray, truth: np.ndarray, classes: ClassTable, metric: str) -> np.ndarray:
@@ -199,98 +188,27 @@ def gather(stream: OofStream, classes: ClassTable) -> Evidence:
     return Evidence(stream.images, halves(n), plain, scores, truth)
 
 
-@dataclass
-class Regions:
-    """Connected regions of the calibrated decision: image, class and area of each, and the sparse counts of
-    (region, truth, second-best class) of their pixels."""
-
-    image: np.ndarray
-    klass: np.ndarray
-    area: np.ndarray
-    entry_region: np.ndarray
-    entry_cell: np.ndarray  # truth x C + second-best class
-    entry_count: np.ndarray
-
-    def delta(self, chosen: np.ndarray, n: int, c: int) -> np.ndarray:
-        """Per-image confusion change [n, C, C] of removing the regions `chosen` (bool per region)."""
-        take = chosen[self.entry_region]
-        region, cell, count = self.entry_region[take], self.entry_cell[take], self.entry_count[take]
-        img, truth, alt = self.image[region], cell // c, cell % c
-        delta = np.zeros(n * c * c, np.int64)
-        np.add.at(delta, (img * c + truth) * c + alt, count)
-        np.add.at(delta, (img * c + truth) * c + self.klass[region], -count)
-        return delta.reshape(n, c, c)
+def parse_steps(spec: str) -> tuple[str, ...] | None:
+    """`auto` -> None (every step; the CRF where installed), `auto:a,b` -> those steps (UsageError otherwise)."""
+    if spec == "auto":
+        return None
+    names = tuple(x.strip() for x in spec.split(":", 1)[1].split(",") if x.strip())
+    unknown = [x for x in names if x not in STEPS]
+    if unknown or not names:
+        raise UsageError(f"--post {spec}: steps are {', '.join(STEPS)} (e.g. auto:calibration,cleanup)")
+    return names
 
 
-def find_regions(stream: OofStream, base: Decision, classes: ClassTable) -> tuple[np.ndarray, Regions]:
-    """Pass 2: the confusion [n, C, C] of `base` and the regions of its decisions."""
-    n, c, ignore = len(stream.images), classes.num_classes, classes.ignore_index
-    cm = np.zeros((n, c, c), np.int64)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "klass", "area", "er", "ec", "cnt")}
-    next_region = 0
-    for start, probs, truth in stream:
-        scores = base.scores(probs)
-        masks = argmax(scores, 1)
-        for b in range(len(masks)):
-            i, mask, t = start + b, masks[b], truth[b]
-            cm[i] = image_confusion(t, mask, c, ignore)
-            alt_all = second_best_map(scores[b], mask).astype(np.int64)
-            for k in np.unique(mask):
-                count, labels, stats, _ = cv2.connectedComponentsWithStats((mask == k).view(np.uint8), connectivity=8)
-                pix = (labels > 0) & (t != ignore)
-                region = labels[pix].astype(np.int64) - 1 + next_region
-                keys, counts = np.unique((region * c + t[pix].astype(np.int64)) * c + alt_all[pix], return_counts=True)
-                parts["er"].append(keys // (c * c))
-                parts["ec"].append(keys % (c * c))
-                parts["cnt"].append(counts)
-                parts["image"].append(np.full(count - 1, i))
-                parts["klass"].append(np.full(count - 1, int(k)))
-                parts["area"].append(stats[1:, cv2.CC_STAT_AREA].astype(np.int64))
-                next_region += count - 1
-    join = {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in parts.items()}
-    return cm, Regions(join["image"], join["klass"], join["area"], join["er"], join["ec"], join["cnt"])
-
-
-def fit_areas(regions: Regions, cm: np.ndarray, images: np.ndarray, metric: str) -> np.ndarray:
-    """Minimum areas per class (AREAS) maximising the ranking mIoU on `images` (bool per image)."""
-    n, c, _ = cm.shape
-    inside = images[regions.image]
-    chosen = np.zeros(len(regions.area), bool)
-    areas = np.zeros(c, np.int64)
-    base = np.where(images[:, None, None], cm, 0)
-    for k in range(c):
-        candidates = (regions.klass == k) & inside
-        if not candidates.any():
-            continue
-        values = []
-        for a in AREAS:
-            trial = chosen | (candidates & (regions.area < a))
-            values.append(float(ranking_values(base + regions.delta(trial, n, c), metric)))
-        best = max(range(len(AREAS)), key=lambda j: (round(values[j], 9), -AREAS[j]))
-        areas[k] = AREAS[best]
-        chosen |= candidates & (regions.area < areas[k])
-    return areas
-
-
-def held_out_cleanup(
-    stream: OofStream, base: Decision, fits: Sequence[np.ndarray], part_of: np.ndarray, c: int, ignore: int
-) -> np.ndarray:
-    """Pass 3: the confusion [n, C, C] of the real cleanup, each image with the areas fitted on the other half."""
-    n = len(stream.images)
-    cm = np.zeros((n, c, c), np.int64)
-    for start, probs, truth in stream:
-        scores = base.scores(probs)
-        masks = argmax(scores, 1)
-        for b in range(len(masks)):
-            i = start + b
-            areas = fits[1 - part_of[i]]
-            mask = cleanup(masks[b], scores[b], areas) if areas.any() else masks[b]
-            cm[i] = image_confusion(truth[b], mask, c, ignore)
-    return cm
-
-
-def fit_post(members: Sequence[Member], weights: np.ndarray, root: DataRoot, classes: ClassTable, log: Log) -> Decision:
-    """The post-processing that survives the held-out test, fitted on every out-of-fold image."""
+def fit_post(
+    members: Sequence[Member],
+    weights: np.ndarray,
+    root: DataRoot,
+    classes: ClassTable,
+    log: Log,
+    steps: Sequence[str] | None = None,
+) -> Decision:
+    """The post-processing that survives the held-out test, fitted on every out-of-fold image. `steps`: the
+    steps to fit (None: all; the CRF only where pydensecrf2 is installed, and saying so where not)."""
     metric, c, ignore = members[0].cfg["metric"], classes.num_classes, classes.ignore_index
     stream = OofStream(members, np.asarray(weights, np.float64), root, classes)
     n = len(stream.images)
@@ -301,6 +219,8 @@ def fit_post(members: Sequence[Member], weights: np.ndarray, root: DataRoot, cla
     log(f"post-processing: {n} out-of-fold images (halves {np.bincount(ev.part_of).tolist()}), "
         f"calibration sample {ev.scores.shape[2]:,} pixels per image")  # fmt: skip
     report: dict = {"metric": metric, "z": Z, "images": n, "before": metric_value(ev.plain, metric)}
+    wanted = set(STEPS if steps is None else steps)
+    report["steps"] = [x for x in STEPS if x in wanted]
     # calibration
     half_offsets = [fit_offsets(ev.scores[ev.part_of == h], ev.truth[ev.part_of == h], classes, metric) for h in (0, 1)]
     held = np.zeros_like(ev.plain)
@@ -312,31 +232,45 @@ def fit_post(members: Sequence[Member], weights: np.ndarray, root: DataRoot, cla
         for j in range(b):
             held[start + j] = image_confusion(truth[j], pred[j], c, ignore)
     calibration = gain(held, ev.plain, metric)
-    keep_cal = calibration.beats(Z)
+    keep_cal = calibration.beats(Z) and "calibration" in wanted
     fitted = fit_offsets(ev.scores, ev.truth, classes, metric)  # on every image; used only if kept
     offsets = fitted if keep_cal else None
     base = Decision(tuple(classes.names), None if offsets is None else tuple(float(v) for v in offsets))
     report["calibration"] = _step(calibration, keep_cal, metric_value(held, metric), classes, ev.plain, held)
     report["calibration"] |= {"fitted": [float(v) for v in fitted], "half_fits": [h.tolist() for h in half_offsets]}
-    log(f"  calibration: held-out gain {calibration} -> {'kept' if keep_cal else 'not kept'} ({base.describe()})")
+    verdict = _verdict(keep_cal, "calibration", wanted)
+    log(f"  calibration: held-out gain {calibration} -> {verdict} ({base.describe()})")
+    # dense CRF, on the decision so far
+    crf = None
+    if "crf" in wanted:
+        fit = fit_crf(stream, base, ev.part_of, classes, metric, Z, log)
+        report["crf"] = fit.extra
+        if fit.step is not None:
+            report["crf"] |= _step(fit.step, fit.kept, metric_value(fit.after, metric), classes, fit.before, fit.after)
+        crf = fit.params
+        base = Decision(base.classes, base.offsets, crf=crf)
     # cleanup, on the decision so far
     base_cm, regions = find_regions(stream, base, classes)
     fits = [fit_areas(regions, base_cm, ev.part_of == h, metric) for h in (0, 1)]
     cleaned = held_out_cleanup(stream, base, fits, ev.part_of, c, ignore)
     cleanup_gain = gain(cleaned, base_cm, metric)
-    keep_clean = cleanup_gain.beats(Z)
+    keep_clean = cleanup_gain.beats(Z) and "cleanup" in wanted
     fitted_areas = fit_areas(regions, base_cm, np.ones(n, bool), metric)
     areas = fitted_areas if keep_clean else None
     report["cleanup"] = _step(cleanup_gain, keep_clean, metric_value(cleaned, metric), classes, base_cm, cleaned)
     report["cleanup"] |= {"fitted": [int(a) for a in fitted_areas], "half_fits": [[int(a) for a in f] for f in fits]}
-    decision = Decision(base.classes, base.offsets, None if areas is None else tuple(int(a) for a in areas))
-    log(f"  cleanup: held-out gain {cleanup_gain} -> {'kept' if keep_clean else 'not kept'}")
-    after = cleaned if keep_clean else (held if keep_cal else ev.plain)
+    decision = Decision(base.classes, base.offsets, None if areas is None else tuple(int(a) for a in areas), crf=crf)
+    log(f"  cleanup: held-out gain {cleanup_gain} -> {_verdict(keep_clean, 'cleanup', wanted)}")
+    after = cleaned if keep_clean else (base_cm if crf is not None else (held if keep_cal else ev.plain))
     report["after"] = metric_value(after, metric)
     log(
         f"  out-of-fold {metric} mIoU {report['before']:.4f} -> {report['after']:.4f} (held out): {decision.describe()}"
     )
-    return Decision(decision.classes, decision.offsets, decision.min_area, report)
+    return Decision(decision.classes, decision.offsets, decision.min_area, report, decision.crf)
+
+
+def _verdict(kept: bool, step: str, wanted: set[str]) -> str:
+    return "kept" if kept else ("not kept" if step in wanted else "not asked for (measured only)")
 
 
 def _step(g: Gain, kept: bool, value: float, classes: ClassTable, before: np.ndarray, after: np.ndarray) -> dict:
@@ -363,11 +297,15 @@ def choose_post(
     log: Log,
 ) -> Decision | None:
     """`--post`: none (the argmax), auto (fitted here on the members' out-of-fold probabilities, saved as
-    folder/postprocess.json) or a postprocess.json FILE (fitted earlier, e.g. on a larger ensemble)."""
+    folder/postprocess.json; auto:STEPS only those steps) or a postprocess.json FILE (fitted earlier, e.g. on
+    a larger ensemble)."""
     if spec in (None, "none"):
         return None
-    if spec == "auto":
-        decision = fit_post(members, weights, root, classes, log)
+    if spec == "auto" or spec.startswith("auto:"):
+        steps = parse_steps(spec)
+        if steps is not None and "crf" in steps and not crf_available():
+            raise UsageError(f"--post {spec}: the dense CRF needs pydensecrf2, which is not installed: {CRF_INSTALL}")
+        decision = fit_post(members, weights, root, classes, log, steps)
         write_decision(Path(folder) / FILE, decision)
         log(f"post-processing: {Path(folder) / FILE}")
         return decision

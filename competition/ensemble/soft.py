@@ -23,7 +23,7 @@ from competition.data import DataRoot
 from competition.ensemble.member_weights import Fit, fit_weights
 from competition.ensemble.members import load_member, load_test_probs
 from competition.ensemble.postfit import choose_post
-from competition.predict import blended_masks, run_classes
+from competition.predict import blended_masks, grid_images, run_classes
 from competition.submit import (
     SUBMISSIONS,
     check_name,
@@ -103,7 +103,8 @@ def ensemble_runs(
     if decision is not None:
         result["post"] = {k: v for k, v in decision.to_dict().items() if k != "report"}
         result["post_oof_miou"] = decision.report.get("after")
-    masks = blended_masks(stored, fit.weights, submission_values(classes, full), decision)
+    pixels = grid_images(root, "test") if decision is not None and decision.needs_images else None
+    masks = blended_masks(stored, fit.weights, submission_values(classes, full), decision, pixels)
     save_submission(
         csv,
         [im.file_name for im in root.coco("test").images],

@@ -5,6 +5,12 @@ a submission), and `export RUN` (its folds as one ONNX or TorchScript graph).
 
 from competition.core.tta import View, parse_tta
 from competition.predict.blend import BLOCK, blended_masks, coefficients, mix
+from competition.predict.crf import GRID as CRF_GRID
+from competition.predict.crf import INSTALL as CRF_INSTALL
+from competition.predict.crf import CrfParams, grid_images
+from competition.predict.crf import available as crf_available
+from competition.predict.crf import confusions as crf_confusions
+from competition.predict.crf import parse_params as parse_crf
 from competition.predict.decide import EPS, FILE, Decision, cleanup, read_decision, write_decision
 from competition.predict.export import FORMATS, FoldMean, export_run
 from competition.predict.inference import (
@@ -25,6 +31,13 @@ __all__ = [
     "EPS",
     "FILE",
     "Decision",
+    "CRF_GRID",
+    "CRF_INSTALL",
+    "CrfParams",
+    "crf_available",
+    "crf_confusions",
+    "parse_crf",
+    "grid_images",
     "cleanup",
     "read_decision",
     "write_decision",

@@ -7,7 +7,7 @@ block shape or layout. The argmax keeps the first of tied classes, as numpy's do
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -35,12 +35,16 @@ def blended_masks(
     weights: Sequence[float] | np.ndarray,
     lut: np.ndarray | None = None,
     decision: Decision | None = None,
+    pixels: Callable[[Sequence[str]], np.ndarray] | None = None,
 ) -> Iterator[np.ndarray]:
     """Masks [256, 256] of the weighted average of members' probabilities: their argmax, or `decision`'s
     post-processing (predict.decide) when given; through `lut` when given; image by image, reading BLOCK
-    images at a time."""
+    images at a time. `pixels(file_names)`: the images on the grid, for a decision with a dense CRF."""
     coefs = coefficients(weights, [m.unit for m in members])
     plain = decision is None or decision.is_plain
+    if decision is not None and decision.needs_images and pixels is None:
+        raise ValueError("a decision with a dense CRF needs the images (pixels)")
+    names = members[0].images
     for start in range(0, len(members[0]), BLOCK):
         rows = slice(start, start + BLOCK)
         if plain and len(members) == 1:  # a positive factor changes no argmax: skip the float copy
@@ -48,5 +52,6 @@ def blended_masks(
         elif plain:
             masks = argmax(mix([m.read(rows) for m in members], coefs), 1)
         else:
-            masks = decision.masks(mix([m.read(rows) for m in members], coefs))
+            images = pixels(names[rows]) if decision.needs_images else None
+            masks = decision.masks(mix([m.read(rows) for m in members], coefs), images)
         yield from (masks if lut is None else lut[masks])

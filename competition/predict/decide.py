@@ -2,14 +2,17 @@
 (`postprocess.json`, fitted by competition.ensemble.postfit) applied identically to out-of-fold and test
 probabilities.
 
-Two steps, each optional:
+Three steps, each optional, in this order:
 - class calibration: per-class offsets added to the log-probabilities before the argmax,
   decision = argmax_c(log(p_c + EPS) + offset_c). mIoU weighs a class's false positives and false negatives
   equally; a plain argmax under-predicts rare classes, and a positive offset moves pixels to them.
+- dense CRF (predict.crf): the calibrated scores as unaries, the image as the appearance kernel's features;
+  the calibrated scores become log(Q + EPS) of its marginals Q. Needs the images of the rows (`images`).
 - small-region cleanup: per class c with min_area[c] > 0, every 8-connected region of c smaller than that
   (pixels of the 256 x 256 grid) is given, pixel by pixel, to the best other class (calibrated scores).
 
-All on the 256 x 256 submission grid, in numpy/OpenCV, per block of images: no Python loop over pixels.
+All on the 256 x 256 submission grid, in numpy/OpenCV (the CRF in C++), per block of images: no Python loop
+over pixels.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 
 from competition.core.errors import UserError
 from competition.core.fileio import read_user_text, write_json
+from competition.predict.crf import CrfParams, parse_params, refine, require
 from competition.predict.probs import argmax
 
 EPS = 1e-3  # added to probabilities before the log (a stored uint8 step is 1/255 ~ 0.004)
@@ -34,17 +38,22 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class Decision:
-    """Offsets per class (None: none) and minimum region areas per class (None or 0: no cleanup), with the
-    out-of-fold report of how they were chosen."""
+    """Offsets per class (None: none), dense CRF parameters (None: none) and minimum region areas per class
+    (None or 0: no cleanup), with the out-of-fold report of how they were chosen."""
 
     classes: tuple[str, ...]
     offsets: tuple[float, ...] | None = None
     min_area: tuple[int, ...] | None = None
     report: dict[str, Any] = field(default_factory=dict, compare=False)
+    crf: CrfParams | None = None
 
     @property
     def is_plain(self) -> bool:
-        return self.offsets is None and not any(self.min_area or ())
+        return self.offsets is None and self.crf is None and not any(self.min_area or ())
+
+    @property
+    def needs_images(self) -> bool:
+        return self.crf is not None
 
     def describe(self) -> str:
         if self.is_plain:
@@ -53,23 +62,30 @@ class Decision:
         if self.offsets is not None:
             moved = [f"{n} {o:+.2f}" for n, o in zip(self.classes, self.offsets, strict=True) if o]
             steps.append("class offsets " + (", ".join(moved) or "all 0"))
+        if self.crf is not None:
+            steps.append(self.crf.describe())
         if any(self.min_area or ()):
             areas = [f"{n} <{a}px" for n, a in zip(self.classes, self.min_area or (), strict=True) if a]
             steps.append("cleanup " + ", ".join(areas))
         return "; ".join(steps)
 
-    def scores(self, probs: np.ndarray) -> np.ndarray:
-        """Calibrated scores [B, C, H, W] (float32) of probabilities [B, C, H, W]."""
+    def scores(self, probs: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated scores [B, C, H, W] (float32) of probabilities [B, C, H, W]; after the CRF when there is
+        one (`images` [B, H, W, 3] uint8, the rows' images on the grid)."""
         scores = np.log(np.asarray(probs, np.float32) + np.float32(EPS))
         if self.offsets is not None:
             scores += np.asarray(self.offsets, np.float32)[None, :, None, None]
+        if self.crf is not None:
+            if images is None:
+                raise ValueError("a decision with a dense CRF needs the images of its rows")
+            scores = np.log(refine(scores, images, self.crf) + np.float32(EPS))
         return scores
 
-    def masks(self, probs: np.ndarray) -> np.ndarray:
-        """Class decisions [B, H, W] (uint8) of probabilities [B, C, H, W]."""
+    def masks(self, probs: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
+        """Class decisions [B, H, W] (uint8) of probabilities [B, C, H, W] (`images`: see scores)."""
         if self.is_plain:
             return argmax(probs, 1)
-        scores = self.scores(probs)
+        scores = self.scores(probs, images)
         masks = argmax(scores, 1)
         if any(self.min_area or ()):
             for b in range(len(masks)):
@@ -82,6 +98,7 @@ class Decision:
             "classes": list(self.classes),
             "offsets": None if self.offsets is None else list(self.offsets),
             "min_area": None if self.min_area is None else list(self.min_area),
+            "crf": None if self.crf is None else self.crf.to_dict(),
             "eps": EPS,
             "report": self.report,
         }
@@ -138,11 +155,17 @@ def read_decision(path: Path, classes: Sequence[str]) -> Decision:
     )
     if not ok_offsets or not ok_areas or data.get("eps") != EPS:
         raise UserError(f"{path}: offsets or min_area are not {n} numbers, or another EPS; fit it again")
+    crf = parse_params(data.get("crf"))
+    if data.get("crf") is not None and crf is None:
+        raise UserError(f"{path}: crf is not a set of {len(CrfParams.__dataclass_fields__)} positive numbers")
+    if crf is not None:
+        require()  # a file asking for the CRF is refused where it cannot run, never applied without it
     return Decision(
         tuple(classes),
         None if offsets is None else tuple(float(v) for v in offsets),
         None if areas is None else tuple(int(v) for v in areas),
         data.get("report") or {},
+        crf,
     )
 
 

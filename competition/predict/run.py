@@ -27,6 +27,7 @@ from competition.core.runs import now, read_config, read_run
 from competition.core.tta import View, check_square, parse_tta
 from competition.data import ClassTable, DataRoot, SegmentationDataset, eval_transform
 from competition.predict.blend import blended_masks
+from competition.predict.crf import grid_images
 from competition.predict.decide import Decision
 from competition.predict.inference import compiled, describe_views, loader_workers, pick_device, predict_probs
 from competition.predict.probs import ProbsWriter, read_probs, write_probs
@@ -158,7 +159,8 @@ def predict_run(
     writer = write_probs(probs_path, ids, list(classes.names), **meta)
     stored = read_probs(predict_batches(nets, loader, writer, views, cfg))
     full = root.classes()
-    masks = blended_masks([stored], [1.0], submission_values(classes, full), decision)  # argmax unless decided
+    pixels = grid_images(root, "test") if decision is not None and decision.needs_images else None
+    masks = blended_masks([stored], [1.0], submission_values(classes, full), decision, pixels)  # argmax unless decided
     csv = out_dir / f"{name}.csv"
     sidecar = {"run": run_dir.name, "folds": folds, "tta": tta_names, "date": now(), "probs": str(probs_path)}
     if decision is not None:
