@@ -173,3 +173,14 @@ def test_a_bad_crf_entry_is_one_line_naming_the_file(crf, runs, tmp_path, capsys
     assert main(["predict", "run-a", "--runs-dir", str(runs), "--post", str(tmp_path / "post.json")]) == 1
     err = capsys.readouterr().err.strip()
     assert "post.json" in err and "crf" in err and len(err.splitlines()) == 1
+
+
+def test_auto_with_named_steps_fits_only_those(runs, capsys):
+    assert main(["predict", "run-a", "--runs-dir", str(runs), "--post", "auto:calibration", "--name", "a-cal"]) == 0
+    capsys.readouterr()
+    saved = json.loads((runs / "run-a" / "postprocess.json").read_text())
+    assert saved["report"]["steps"] == ["calibration"]
+    assert saved["crf"] is None and saved["min_area"] is None
+    for step in ("crf", "cleanup"):
+        assert saved["report"][step] == {"kept": False, "skipped": "not asked for"}
+    assert "gain" in saved["report"]["calibration"]

@@ -209,7 +209,7 @@ def fit_post(
 ) -> Decision:
     """The post-processing that survives the held-out test, fitted on every out-of-fold image. `steps`: the
     steps to fit (None: all; the CRF only where pydensecrf2 is installed, and saying so where not)."""
-    metric, c, ignore = members[0].cfg["metric"], classes.num_classes, classes.ignore_index
+    metric = members[0].cfg["metric"]
     stream = OofStream(members, np.asarray(weights, np.float64), root, classes)
     n = len(stream.images)
     if n < 4:
@@ -221,7 +221,41 @@ def fit_post(
     report: dict = {"metric": metric, "z": Z, "images": n, "before": metric_value(ev.plain, metric)}
     wanted = set(STEPS if steps is None else steps)
     report["steps"] = [x for x in STEPS if x in wanted]
-    # calibration
+    base, after = Decision(tuple(classes.names)), ev.plain
+    if "calibration" in wanted:
+        base, after = calibrate(stream, ev, classes, metric, report, log)
+    else:
+        report["calibration"] = {"kept": False, "skipped": "not asked for"}
+    crf = None
+    if "crf" in wanted:  # on the decision so far
+        fit = fit_crf(stream, base, ev.part_of, classes, metric, Z, log)
+        report["crf"] = fit.extra
+        if fit.step is not None:
+            report["crf"] |= _step(fit.step, fit.kept, metric_value(fit.after, metric), classes, fit.before, fit.after)
+        crf = fit.params
+        base = Decision(base.classes, base.offsets, crf=crf)
+    else:
+        report["crf"] = {"kept": False, "skipped": "not asked for"}
+    decision, base_cm = base, None
+    if "cleanup" in wanted:  # on the decision so far
+        decision, base_cm, cleaned = clean(stream, base, ev.part_of, classes, metric, report, log)
+        if decision.min_area is not None:
+            after = cleaned
+    else:
+        report["cleanup"] = {"kept": False, "skipped": "not asked for"}
+    if decision.min_area is None and crf is not None:  # the CRF was the last kept step: score it on every image
+        after = base_cm if base_cm is not None else confusions(stream, decision, classes)
+    report["after"] = metric_value(after, metric)
+    log(
+        f"  out-of-fold {metric} mIoU {report['before']:.4f} -> {report['after']:.4f} (held out): {decision.describe()}"
+    )
+    return Decision(decision.classes, decision.offsets, decision.min_area, report, decision.crf)
+
+
+def calibrate(stream: OofStream, ev: Evidence, classes: ClassTable, metric: str, report: dict, log: Log):
+    """The calibration step: the decision with its offsets (or plain, when not kept) and the held-out
+    confusion [n, C, C] after it (the argmax's when not kept)."""
+    c, ignore = classes.num_classes, classes.ignore_index
     half_offsets = [fit_offsets(ev.scores[ev.part_of == h], ev.truth[ev.part_of == h], classes, metric) for h in (0, 1)]
     held = np.zeros_like(ev.plain)
     other_half = np.stack(half_offsets)[1 - ev.part_of]  # [n, C]: each image's offsets, fitted without it
@@ -231,46 +265,41 @@ def fit_post(
         pred = argmax(scores, 1)
         for j in range(b):
             held[start + j] = image_confusion(truth[j], pred[j], c, ignore)
-    calibration = gain(held, ev.plain, metric)
-    keep_cal = calibration.beats(Z) and "calibration" in wanted
+    step = gain(held, ev.plain, metric)
+    kept = step.beats(Z)
     fitted = fit_offsets(ev.scores, ev.truth, classes, metric)  # on every image; used only if kept
-    offsets = fitted if keep_cal else None
-    base = Decision(tuple(classes.names), None if offsets is None else tuple(float(v) for v in offsets))
-    report["calibration"] = _step(calibration, keep_cal, metric_value(held, metric), classes, ev.plain, held)
+    base = Decision(tuple(classes.names), tuple(float(v) for v in fitted) if kept else None)
+    report["calibration"] = _step(step, kept, metric_value(held, metric), classes, ev.plain, held)
     report["calibration"] |= {"fitted": [float(v) for v in fitted], "half_fits": [h.tolist() for h in half_offsets]}
-    verdict = _verdict(keep_cal, "calibration", wanted)
-    log(f"  calibration: held-out gain {calibration} -> {verdict} ({base.describe()})")
-    # dense CRF, on the decision so far
-    crf = None
-    if "crf" in wanted:
-        fit = fit_crf(stream, base, ev.part_of, classes, metric, Z, log)
-        report["crf"] = fit.extra
-        if fit.step is not None:
-            report["crf"] |= _step(fit.step, fit.kept, metric_value(fit.after, metric), classes, fit.before, fit.after)
-        crf = fit.params
-        base = Decision(base.classes, base.offsets, crf=crf)
-    # cleanup, on the decision so far
+    log(f"  calibration: held-out gain {step} -> {'kept' if kept else 'not kept'} ({base.describe()})")
+    return base, (held if kept else ev.plain)
+
+
+def clean(stream: OofStream, base: Decision, part_of: np.ndarray, classes: ClassTable, metric: str, report, log):
+    """The cleanup step on top of `base`: the decision with it (or `base`, when not kept), the confusion of
+    `base` and the held-out confusion after the cleanup, both [n, C, C]."""
+    n, c, ignore = len(stream.images), classes.num_classes, classes.ignore_index
     base_cm, regions = find_regions(stream, base, classes)
-    fits = [fit_areas(regions, base_cm, ev.part_of == h, metric) for h in (0, 1)]
-    cleaned = held_out_cleanup(stream, base, fits, ev.part_of, c, ignore)
-    cleanup_gain = gain(cleaned, base_cm, metric)
-    keep_clean = cleanup_gain.beats(Z) and "cleanup" in wanted
-    fitted_areas = fit_areas(regions, base_cm, np.ones(n, bool), metric)
-    areas = fitted_areas if keep_clean else None
-    report["cleanup"] = _step(cleanup_gain, keep_clean, metric_value(cleaned, metric), classes, base_cm, cleaned)
-    report["cleanup"] |= {"fitted": [int(a) for a in fitted_areas], "half_fits": [[int(a) for a in f] for f in fits]}
-    decision = Decision(base.classes, base.offsets, None if areas is None else tuple(int(a) for a in areas), crf=crf)
-    log(f"  cleanup: held-out gain {cleanup_gain} -> {_verdict(keep_clean, 'cleanup', wanted)}")
-    after = cleaned if keep_clean else (base_cm if crf is not None else (held if keep_cal else ev.plain))
-    report["after"] = metric_value(after, metric)
-    log(
-        f"  out-of-fold {metric} mIoU {report['before']:.4f} -> {report['after']:.4f} (held out): {decision.describe()}"
-    )
-    return Decision(decision.classes, decision.offsets, decision.min_area, report, decision.crf)
+    fits = [fit_areas(regions, base_cm, part_of == h, metric) for h in (0, 1)]
+    cleaned = held_out_cleanup(stream, base, fits, part_of, c, ignore)
+    step = gain(cleaned, base_cm, metric)
+    kept = step.beats(Z)
+    fitted = fit_areas(regions, base_cm, np.ones(n, bool), metric)
+    report["cleanup"] = _step(step, kept, metric_value(cleaned, metric), classes, base_cm, cleaned)
+    report["cleanup"] |= {"fitted": [int(a) for a in fitted], "half_fits": [[int(a) for a in f] for f in fits]}
+    log(f"  cleanup: held-out gain {step} -> {'kept' if kept else 'not kept'}")
+    decision = Decision(base.classes, base.offsets, tuple(int(a) for a in fitted) if kept else None, crf=base.crf)
+    return decision, base_cm, cleaned
 
 
-def _verdict(kept: bool, step: str, wanted: set[str]) -> str:
-    return "kept" if kept else ("not kept" if step in wanted else "not asked for (measured only)")
+def confusions(stream: OofStream, decision: Decision, classes: ClassTable) -> np.ndarray:
+    """The confusion [n, C, C] of a decision on every out-of-fold image."""
+    cm = np.zeros((len(stream.images), classes.num_classes, classes.num_classes), np.int64)
+    for start, probs, truth in stream:
+        pred = argmax(stream.scores(decision, start, probs), 1)
+        for j in range(len(probs)):
+            cm[start + j] = image_confusion(truth[j], pred[j], classes.num_classes, classes.ignore_index)
+    return cm
 
 
 def _step(g: Gain, kept: bool, value: float, classes: ClassTable, before: np.ndarray, after: np.ndarray) -> dict:
