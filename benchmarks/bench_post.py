@@ -92,15 +92,20 @@ def main() -> None:
         final = read_decision(run_dir / "postprocess.json", names)
         report = final.report
         calibrated = Decision(tuple(names), tuple(report["calibration"]["fitted"]))
-        base_offsets = final.offsets  # the calibration the fit kept (None if it kept none)
+        calibration = tuple(report["calibration"]["fitted"]) if report["calibration"]["kept"] else None
+        base_offsets = final.offsets  # the calibration the final decision applies (None if none)
         cleaned = Decision(tuple(names), base_offsets, tuple(report["cleanup"]["fitted"]), crf=final.crf)
         decisions = {"argmax": Decision(tuple(names)), "+calibration": calibrated,
                      "base+cleanup": cleaned, "final": final}  # fmt: skip
         crf_fit = report.get("crf", {})
+        bases = {"the decision so far": calibration, "the plain argmax": None}
         if crf_available() and "fitted" in crf_fit:
-            decisions["base+crf"] = Decision(tuple(names), base_offsets, crf=parse_crf(crf_fit["fitted"]))
-            for i, params in enumerate(CRF_GRID):
-                decisions[f"crf#{i}"] = Decision(tuple(names), base_offsets, crf=params)
+            fitted = parse_crf(crf_fit["fitted"])
+            decisions["base+crf"] = Decision(tuple(names), bases[crf_fit["fitted_on"]], crf=fitted)
+            decisions["argmax+crf"] = Decision(tuple(names), None, crf=fitted)
+            for b, on in enumerate(crf_fit["bases"]):
+                for i, params in enumerate(CRF_GRID):
+                    decisions[f"crf#{b}.{i}"] = Decision(tuple(names), bases[on], crf=params)
         cms = test_confusions(run_dir, decisions, args.gt, args.data)
         metric = cfg["metric"]
         print(f"\n{run_dir.name} ({cfg['model']}, ranking metric {metric}); out of fold, held out "
@@ -128,11 +133,14 @@ def main() -> None:
         assert abs(scores.miou_image - metric_value(cms["final"], "image")) < 1e-9, "score --gt disagrees"
         print(f"score --gt of {csv}: image {scores.miou_image:.4f}, dataset {scores.miou_dataset:.4f} (agrees)")
         if "base+crf" in cms:
-            print(f"\nCRF candidates on the kept calibration ({crf_fit['images']} out-of-fold images; test gain over "
-                  f"{base_name}):")  # fmt: skip
-            for i, params in enumerate(CRF_GRID):
-                g = gain(cms[f"crf#{i}"], cms[base_name], metric)
-                print(f"  {params.describe():<44} OOF {crf_fit['grid_miou'][i]:.4f}  test {str(g):>17}")
+            print(f"\nCRF options ({crf_fit['images']} out-of-fold images; test gain over {base_name}):")
+            for b, on in enumerate(crf_fit["bases"]):
+                for i, params in enumerate(CRF_GRID):
+                    g = gain(cms[f"crf#{b}.{i}"], cms[base_name], metric)
+                    print(f"  {params.describe():<40} on {on:<20} OOF {crf_fit['grid_miou'][b][i]:.4f}  "
+                          f"test {str(g):>17}")  # fmt: skip
+            gi, gd = gain(cms["argmax+crf"], cms["argmax"], "image"), gain(cms["argmax+crf"], cms["argmax"], "dataset")
+            print(f"the fitted CRF on the plain argmax, test gain over the argmax: image {gi}, dataset {gd}")
         oof = report["calibration"]
         before_test, after_test = class_iou(cms["argmax"]), class_iou(cms["final"])
         print(f"\n{'class':<24} {'OOF before':>10} {'OOF after':>10} {'test before':>11} {'test after':>10}")

@@ -129,7 +129,12 @@ def test_post_auto_fits_the_crf_out_of_fold_and_reports_every_candidate(runs, ca
     saved = json.loads((runs / "run-a" / "postprocess.json").read_text())
     step = saved["report"]["crf"]
     assert {"gain", "se", "kept", "grid", "grid_miou", "half_fits", "fitted", "per_class_after"} <= set(step)
-    assert len(step["grid_miou"]) == len(step["grid"]) == len(crf_module.GRID)
+    assert len(step["grid"]) == len(crf_module.GRID) and len(step["grid_miou"]) == len(step["bases"])
+    assert all(len(values) == len(crf_module.GRID) for values in step["grid_miou"])
+    if saved["report"]["calibration"]["kept"]:  # the CRF is tried on the plain scores too
+        assert step["bases"] == ["the decision so far", "the plain argmax"]
+    if step["kept"] and step["fitted_on"] == "the plain argmax":
+        assert saved["offsets"] is None and "dropped" in saved["report"]["calibration"]
     assert step["images"] == saved["report"]["images"]  # 12 images: all of them fitted
     assert (saved["crf"] is not None) == step["kept"]
     assert saved["report"]["steps"] == ["calibration", "crf", "cleanup"]

@@ -228,12 +228,16 @@ def fit_post(
         report["calibration"] = {"kept": False, "skipped": "not asked for"}
     crf = None
     if "crf" in wanted:  # on the decision so far
-        fit = fit_crf(stream, base, ev.part_of, classes, metric, Z, log)
+        bases = [base] + ([Decision(base.classes)] if base.offsets is not None else [])
+        fit = fit_crf(stream, bases, ev.part_of, classes, metric, Z, log)
         report["crf"] = fit.extra
         if fit.step is not None:
             report["crf"] |= _step(fit.step, fit.kept, metric_value(fit.after, metric), classes, fit.before, fit.after)
         crf = fit.params
-        base = Decision(base.classes, base.offsets, crf=crf)
+        if fit.kept and base.offsets is not None and fit.offsets is None:  # better on the plain scores
+            report["calibration"]["dropped"] = "the dense CRF scored higher on the plain scores"
+            log("  calibration: dropped (the dense CRF scored higher on the plain scores)")
+        base = Decision(base.classes, fit.offsets if fit.kept else base.offsets, crf=crf)
     else:
         report["crf"] = {"kept": False, "skipped": "not asked for"}
     decision, base_cm = base, None

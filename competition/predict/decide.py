@@ -29,9 +29,8 @@ import numpy as np
 from competition.core.errors import UserError
 from competition.core.fileio import read_user_text, write_json
 from competition.predict.crf import CrfParams, parse_params, refine, require
-from competition.predict.probs import argmax
+from competition.predict.probs import EPS, argmax
 
-EPS = 1e-3  # added to probabilities before the log (a stored uint8 step is 1/255 ~ 0.004)
 FILE = "postprocess.json"
 VERSION = 1
 

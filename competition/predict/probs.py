@@ -23,6 +23,7 @@ from competition.core.fileio import read_json, temporary_name, write_json
 from competition.core.geometry import SUBMISSION_SIZE
 
 LEVELS = 255  # a stored uint8 value v means probability v / LEVELS
+EPS = 1e-3  # added to probabilities before a log, as in the decisions (a stored uint8 step is 1/255 ~ 0.004)
 DTYPES = {"uint8": 1 / LEVELS, "float16": 1.0}  # stored dtype -> probability per stored unit
 
 
