@@ -138,6 +138,9 @@ def test_post_auto_fits_the_crf_out_of_fold_and_reports_every_candidate(runs, ca
     assert step["images"] == saved["report"]["images"]  # 12 images: all of them fitted
     assert (saved["crf"] is not None) == step["kept"]
     assert saved["report"]["steps"] == ["calibration", "crf", "cleanup"]
+    from tests.conftest import child_processes
+
+    assert not [c for c in child_processes("multiprocessing") if "resource_tracker" not in c]  # the CRF's ended
 
 
 def test_without_pydensecrf_auto_says_so_and_a_crf_file_or_step_is_refused(runs, tmp_path, capsys, monkeypatch):

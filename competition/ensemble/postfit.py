@@ -24,6 +24,7 @@ steps before it refitted on every image, so when several are kept the earlier pa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ from competition.predict import (
     argmax,
     coefficients,
     crf_available,
+    crf_processes,
     grid_images,
     mix,
     read_decision,
@@ -221,6 +223,14 @@ def fit_post(
     report: dict = {"metric": metric, "z": Z, "images": n, "before": metric_value(ev.plain, metric)}
     wanted = set(STEPS if steps is None else steps)
     report["steps"] = [x for x in STEPS if x in wanted]
+    with crf_processes() if "crf" in wanted and crf_available() else nullcontext():  # ended before returning
+        return _fit_steps(stream, ev, classes, metric, wanted, report, log)
+
+
+def _fit_steps(
+    stream: OofStream, ev: Evidence, classes: ClassTable, metric: str, wanted: set, report: dict, log: Log
+) -> Decision:
+    """The steps asked for, each on top of those kept before it: the final decision, with the report."""
     base, after = Decision(tuple(classes.names)), ev.plain
     if "calibration" in wanted:
         base, after = calibrate(stream, ev, classes, metric, report, log)

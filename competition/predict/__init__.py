@@ -11,6 +11,7 @@ from competition.predict.crf import CrfParams, grid_images
 from competition.predict.crf import available as crf_available
 from competition.predict.crf import confusions as crf_confusions
 from competition.predict.crf import parse_params as parse_crf
+from competition.predict.crf import processes as crf_processes
 from competition.predict.decide import EPS, FILE, Decision, cleanup, read_decision, write_decision
 from competition.predict.export import FORMATS, FoldMean, export_run
 from competition.predict.inference import (
@@ -37,6 +38,7 @@ __all__ = [
     "crf_available",
     "crf_confusions",
     "parse_crf",
+    "crf_processes",
     "grid_images",
     "cleanup",
     "read_decision",

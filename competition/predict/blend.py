@@ -8,9 +8,11 @@ block shape or layout. The argmax keeps the first of tied classes, as numpy's do
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 
 import numpy as np
 
+from competition.predict.crf import processes as crf_processes
 from competition.predict.decide import Decision
 from competition.predict.probs import StoredProbs, argmax
 
@@ -45,6 +47,11 @@ def blended_masks(
     if decision is not None and decision.needs_images and pixels is None:
         raise ValueError("a decision with a dense CRF needs the images (pixels)")
     names = members[0].images
+    with crf_processes() if decision is not None and decision.needs_images else nullcontext():
+        yield from _blocks(members, coefs, lut, decision, pixels, names, plain)
+
+
+def _blocks(members, coefs, lut, decision, pixels, names, plain) -> Iterator[np.ndarray]:
     for start in range(0, len(members[0]), BLOCK):
         rows = slice(start, start + BLOCK)
         if plain and len(members) == 1:  # a positive factor changes no argmax: skip the float copy

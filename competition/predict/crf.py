@@ -7,17 +7,18 @@ predict.decide), the pairwise terms a smoothness kernel (position only) and an a
 RGB of the image resized to the grid exactly as the probabilities were), both Potts. The result is the
 mean-field marginals Q [C, H, W]; the decision is their argmax.
 
-pydensecrf holds the GIL, so blocks of images go to processes (`jobs`, spawn: the parent may hold CUDA or
-OpenMP state a fork would copy); results are deterministic and independent of the number of processes.
+pydensecrf holds the GIL, so inside a `processes()` block the images of a block go to spawned processes (spawn:
+the parent may hold CUDA or OpenMP state a fork would copy), which end with the block; results are
+deterministic and independent of the number of processes.
 """
 
 from __future__ import annotations
 
-import atexit
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -122,20 +123,25 @@ def default_jobs() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-_POOL: dict[int, ProcessPoolExecutor] = {}
+_ACTIVE: list[tuple[ProcessPoolExecutor, int]] = []  # the pool (and its size) of the innermost `processes()`
 
 
-def _pool(jobs: int) -> ProcessPoolExecutor:
-    if jobs not in _POOL:
-        _POOL[jobs] = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
-    return _POOL[jobs]
-
-
-@atexit.register
-def _close_pools() -> None:
-    for pool in _POOL.values():
+@contextmanager
+def processes(jobs: int | None = None) -> Iterator[None]:
+    """CRF work inside runs in `jobs` spawned processes (default: every core, at most 8), started on first use
+    and ended with the block, so none outlives the command; outside any such block, CRF work runs in this
+    process."""
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs <= 1 or _ACTIVE:
+        yield
+        return
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    _ACTIVE.append((pool, jobs))
+    try:
+        yield
+    finally:
+        _ACTIVE.pop()
         pool.shutdown(cancel_futures=True)
-    _POOL.clear()
 
 
 def _split(n: int, jobs: int) -> list[slice]:
@@ -143,18 +149,23 @@ def _split(n: int, jobs: int) -> list[slice]:
     return [slice(s, min(n, s + step)) for s in range(0, n, step)]
 
 
-def _map(fn: Callable, n: int, jobs: int, *arrays: np.ndarray, extra: tuple = ()) -> list[Any]:
-    if jobs <= 1 or n <= 1:
+def _map(fn: Callable, n: int, jobs: int | None, *arrays: np.ndarray, extra: tuple = ()) -> list[Any]:
+    """fn over `jobs` parts of the arrays: in the active pool (or, with `jobs` > 1 given, a pool of its own)."""
+    if jobs is not None and jobs > 1 and not _ACTIVE and n > 1:
+        with processes(jobs):
+            return _map(fn, n, jobs, *arrays, extra=extra)
+    if not _ACTIVE or n <= 1 or jobs == 1:
         return [fn(*arrays, *extra)]
-    parts = _split(n, min(jobs, n))
+    pool, size = _ACTIVE[-1]
+    parts = _split(n, min(size, n))
     columns = [[a[p] for p in parts] for a in arrays] + [[e] * len(parts) for e in extra]
-    return list(_pool(min(jobs, n)).map(fn, *columns))
+    return list(pool.map(fn, *columns))
 
 
 def refine(scores: np.ndarray, images: np.ndarray, params: CrfParams, jobs: int | None = None) -> np.ndarray:
-    """Q [B, C, H, W] of a block of calibrated scores [B, C, H, W] and images [B, H, W, 3]."""
+    """Q [B, C, H, W] of a block of calibrated scores [B, C, H, W] and images [B, H, W, 3] (in the processes of
+    the active `processes()` block; `jobs`: 1 = here, N = a pool of N for this call)."""
     require()
-    jobs = default_jobs() if jobs is None else jobs
     return np.concatenate(_map(_refine_block, len(scores), jobs, scores, images, extra=(params,)))
 
 
@@ -168,7 +179,6 @@ def confusions(
 ) -> np.ndarray:
     """Confusions [B, G, C, C] of every candidate's decision on a block (for fitting: only counts travel)."""
     require()
-    jobs = default_jobs() if jobs is None else jobs
     return np.concatenate(_map(_confusions, len(scores), jobs, scores, images, truth, extra=(tuple(grid), ignore)))
 
 
