@@ -35,7 +35,7 @@ def second_best_map(scores: np.ndarray, top: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Regions:
-    """Connected regions of the calibrated decision: image, class and area of each, and the sparse counts of
+    """Connected regions of the decision before the cleanup: image, class and area of each, and the counts of
     (region, truth, second-best class) of their pixels."""
 
     image: np.ndarray
