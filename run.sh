@@ -42,7 +42,8 @@ setup() {
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" --config-settings editable_mode=compat -e "$HERE[dev]" >&2
     # the dense CRF of `--post auto` (pydensecrf2) has no wheels: a C++ build of about a minute, optional, and
     # said so when it fails (the post-processing then runs without that step and records why)
-    if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" "$HERE[crf]" \
+    # (the package alone, at the lock's version: installing "$HERE[crf]" would replace the editable install)
+    if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" pydensecrf2 \
         >"$VENV/crf-build.log" 2>&1; then
         echo "setup: the dense CRF (pydensecrf2) did not build (log: $VENV/crf-build.log); --post auto runs" \
             "without it and says so. To add it: apt-get install g++ && $VENV/bin/pip install pydensecrf2" >&2

@@ -94,3 +94,19 @@ def test_models_import_only_the_core():
     for path in (ROOT / "models").glob("*.py"):
         for module, _, line in imports(path):
             assert stage(module) == "core", f"{path.name}:{line}: models import {module}"
+
+
+def test_the_harness_is_installed_editable(tmp_path):
+    """`./run.sh setup` installs the project editable: from any working directory, `competition` (and the model
+    registry a user edits) is this checkout's source, not a copy in site-packages that goes stale."""
+    import subprocess
+    import sys
+
+    code = "import competition, models; print(competition.__file__); print(models.__file__)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    root = Path(__file__).resolve().parents[1]
+    found = [Path(path).resolve() for path in done.stdout.split()]
+    assert found == [root / "competition" / "__init__.py", root / "models" / "__init__.py"], (
+        f"{found}: not this checkout's source (an installed copy, not an editable install)"
+    )
