@@ -83,11 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(["training loader", "items/s"], rows))
     if args.against and args.against.exists():
         trained = json.loads(args.against.read_text())
-        best = {r["model"]: max(v for k, v in r.items() if k.endswith("images_per_s")) for r in trained["rows"]}
+        best = {r["model"]: max((v for k, v in r.items() if k.endswith("images_per_s")), default=None)
+                for r in trained["rows"]}  # fmt: skip
         fastest = max(float(r[1].replace(",", "")) for r in rows)
         print(f"\nGPU training at {trained['size']} px (bench_train, the fastest mode per model) vs the loader's "
               f"best {fastest:,.0f} items/s:")  # fmt: skip
         for model, rate in best.items():
+            if rate is None:
+                print(f"  {model:<8} every mode failed in bench_train")
+                continue
             verdict = "the GPU waits on data" if rate > fastest else "the loader keeps up"
             print(f"  {model:<8} {rate:>8,.1f} images/s  loader/GPU {fastest / rate:5.2f}x  {verdict}")
     return 0

@@ -26,6 +26,7 @@ import resource
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -153,17 +154,35 @@ def measure(
 
 
 def run_isolated(**kwargs: Any) -> dict[str, Any]:
-    """`measure` in a fresh spawned process (its own peak memory, no state left by the previous config)."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure, kwds=kwargs)
+    """`measure` in a fresh spawned process (its own peak memory, no state left by the previous config). A
+    process pool that raises when its worker dies (a CUDA abort), where multiprocessing.Pool would wait forever."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(measure, **kwargs).result()
+
+
+def failure(e: BaseException) -> str:
+    """One line for a mode that failed (a compile error, out of memory, a dead worker)."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}"[:160]
 
 
 def best_of(repeats: int, modes: dict, **kwargs: Any) -> dict[str, dict[str, Any]]:
-    """The modes, alternated `repeats` times: the best throughput and the largest peak of each."""
+    """The modes, alternated `repeats` times: the best throughput and the largest peak of each. A mode that
+    fails is {"error": ...} and is not tried again; the other modes go on (a failed compile costs no table)."""
     best: dict[str, dict[str, Any]] = {}
     for _ in range(repeats):
         for mode, flags in modes.items():
-            r = run_isolated(**kwargs, **flags)
+            if "error" in best.get(mode, {}):
+                continue
+            try:
+                r = run_isolated(**kwargs, **flags)
+            except Exception as e:  # noqa: BLE001 - reported in the table, the script exits 1 at the end
+                best[mode] = {"error": failure(e)}
+                print(f"{kwargs['model_name']} mode {mode} failed: {best[mode]['error']}", flush=True)
+                continue
+            first = f", first step {r['compile_s']:.1f} s more" if flags.get("compile") else ""
+            print(f"{kwargs['model_name']} mode {mode}: {r['images_per_s']:.2f} images/s, "
+                  f"peak {r['peak_mib']:,.0f} MiB{first}", flush=True)  # fmt: skip
             if mode in best:
                 r = {**r, "images_per_s": max(r["images_per_s"], best[mode]["images_per_s"])}
                 r["peak_mib"] = max(r["peak_mib"], best[mode]["peak_mib"])
@@ -210,36 +229,47 @@ def main(argv: list[str] | None = None) -> int:
         f"training: {size}x{size}, batch {batch}, {NUM_CLASSES} classes, {warmup} warm-up + {steps} timed steps, "
         f"best of {args.repeats}\n"
     )
-    rows, records, memory = [], [], ""
+    rows, records, memory, failed = [], [], "", []
     for name in args.models.split(","):
         r = best_of(
             args.repeats, modes, model_name=name, device=str(device), size=size, batch=batch, steps=steps, warmup=warmup
         )
-        a, b = r["A"], r["B"]
-        memory = a["memory"]
-        flops = a["flops_per_image"]
+        failed += [f"{name} {m}: {v['error']}" for m, v in r.items() if "error" in v]
+        ok = {m: v for m, v in r.items() if "error" not in v}
+        memory = next((v["memory"] for v in ok.values()), memory)
+        flops = next((v["flops_per_image"] for v in ok.values()), float("nan"))
 
-        def mfu(mode: str, r: dict = r, flops: float = flops) -> str:
+        def ips(mode: str, r: dict = ok) -> str:
+            return f"{r[mode]['images_per_s']:.2f}" if mode in r else "failed"
+
+        def mib(mode: str, r: dict = ok) -> str:
+            return f"{r[mode]['peak_mib']:,.0f}" if mode in r else "-"
+
+        def ratio(top: str, bottom: str, r: dict = ok) -> str:
+            if top not in r or bottom not in r:
+                return "-"
+            return f"{r[top]['images_per_s'] / r[bottom]['images_per_s']:.2f}x"
+
+        def mfu(mode: str, r: dict = ok, flops: float = flops) -> str:
             peak = peak_tflops(device, dtypes[mode], args.peak_tflops)
+            if mode not in r:
+                return "-"
             return "n/a" if peak is None else f"{flops * r[mode]['images_per_s'] / (peak * 1e12):.1%}"
 
-        row = [name, f"{flops / 1e9:,.1f}", f"{a['images_per_s']:.2f}", f"{b['images_per_s']:.2f}"]
-        row += [f"{a['images_per_s'] / b['images_per_s']:.2f}x", f"{a['peak_mib']:,.0f}", f"{b['peak_mib']:,.0f}"]
+        row = [name, f"{flops / 1e9:,.1f}", ips("A"), ips("B"), ratio("A", "B"), mib("A"), mib("B")]
         row += [mfu("A"), mfu("B")]
-        if "F" in r:
-            row += [f"{r['F']['images_per_s']:.2f}", f"{r['F']['peak_mib']:,.0f}", mfu("F")]
-        if "C" in r:
-            c = r["C"]
-            row += [
-                f"{c['images_per_s']:.2f}",
-                f"{c['images_per_s'] / a['images_per_s']:.2f}x",
-                f"{c['compile_s']:.1f}",
-                mfu("C"),
-            ]
+        if "F" in modes:
+            row += [ips("F"), mib("F"), mfu("F")]
+        if "C" in modes:
+            compile_s = f"{ok['C']['compile_s']:.1f}" if "C" in ok else "-"
+            row += [ips("C"), ratio("C", "A"), compile_s, mfu("C")]
         rows.append(row)
         records.append({"model": name, "flops_per_image": flops}
-                       | {f"{m}_images_per_s": v["images_per_s"] for m, v in r.items()}
-                       | {f"{m}_peak_mib": v["peak_mib"] for m, v in r.items()})  # fmt: skip
+                       | {f"{m}_images_per_s": v["images_per_s"] for m, v in ok.items()}
+                       | {f"{m}_peak_mib": v["peak_mib"] for m, v in ok.items()})  # fmt: skip
+        if args.json:  # after every model: a run stopped at its time limit keeps the models it finished
+            args.json.write_text(json.dumps({"device": str(device), "size": size, "batch": batch, "rows": records,
+                                             "failed": failed}))  # fmt: skip
     print(
         f"A: {mode_label(device)}; B: fp32, contiguous tensors"
         + ("; F: fp16 autocast + channels_last + GradScaler" if cuda else "")
@@ -254,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     known = ", ".join(f"{d} {v:g}" for d, v in peak.items() if v) or "none known here (--peak-tflops)"
     print(f"images/s from the median step; memory: {memory}; GFLOP/image: one fp32 forward + backward "
           f"(torch.utils.flop_counter); MFU against dense peak TFLOP/s: {known} (B against TF32)")  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps({"device": str(device), "size": size, "batch": batch, "rows": records}))
-    return 0
+    for line in failed:
+        print(f"FAILED {line}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

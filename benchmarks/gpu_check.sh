@@ -10,12 +10,15 @@
 #   4. bench_predict.py at 512 x 512,
 #   5. a 2-trial search and a predict on the embedded sample, end to end on CUDA.
 # Without CUDA it runs the same steps at toy sizes on the CPU and says which CUDA parts it skipped (CI runs it so).
-# The table goes to stdout and, when OUT is set, to $OUT/gpu_check.md (with every step's log beside it).
+# The table goes to stdout and, when OUT is set, to $OUT/gpu_check.md (with every step's log beside it), rewritten
+# after every step. Each step has a time limit and all of them together GPU_CHECK_BUDGET seconds (default 540), so
+# a hung step costs its own row, never the table, and the check ends inside one 10-minute device call.
 #
 #   bash benchmarks/gpu_check.sh                       # with the project's .venv (./run.sh setup first)
 #   GPU_CHECK_PYTHON=python3 bash benchmarks/gpu_check.sh
 #       a machine's own Python and torch: the packages it lacks are installed from .gpu-wheels/
 #       (benchmarks/gpu_wheels.sh downloads them where there is network) into a temporary folder
+#       (GPU_CHECK_WHEELS=DIR for another folder; benchmarks/gpu_rehearsal.sh rehearses that path without a GPU)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -24,16 +27,18 @@ out="${OUT:-$work}"
 mkdir -p "$out"
 table="$work/table.md"
 PY="${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python}"
+WHEELS="${GPU_CHECK_WHEELS:-$ROOT/.gpu-wheels}"
 start_all=$(date +%s)
+budget="${GPU_CHECK_BUDGET:-540}"
 
 if ! "$PY" -c "import segmentation_models_pytorch, optuna, pycocotools" 2>/dev/null; then
-    if compgen -G "$ROOT/.gpu-wheels/*.whl" >/dev/null; then
+    if compgen -G "$WHEELS/*.whl" >/dev/null; then
         t=$(date +%s)
-        "$PY" -m pip install -q --no-index --no-deps --target "$work/site" "$ROOT"/.gpu-wheels/*.whl >"$out/wheels.log" 2>&1
+        "$PY" -m pip install -q --no-index --no-deps --target "$work/site" "$WHEELS"/*.whl >"$out/wheels.log" 2>&1
         export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
-        echo "gpu_check: installed $(ls "$ROOT"/.gpu-wheels/*.whl | wc -l) wheels in $(( $(date +%s) - t )) s" >&2
+        echo "gpu_check: installed $(ls "$WHEELS"/*.whl | wc -l) wheels in $(( $(date +%s) - t )) s" >&2
     else
-        echo "gpu_check: $PY lacks segmentation_models_pytorch/optuna/pycocotools and there is no .gpu-wheels/" >&2
+        echo "gpu_check: $PY lacks segmentation_models_pytorch/optuna/pycocotools and there is no $WHEELS/" >&2
         echo "           (run ./run.sh setup, or benchmarks/gpu_wheels.sh where there is network)" >&2
         exit 1
     fi
@@ -66,36 +71,52 @@ fi
     echo "|---|---|---|---|"
 } >"$table"
 failed=0
+deadline=$(( $(date +%s) + budget ))  # counted from here: installing the wheels is not a step
 
-step() {  # step NAME DETAIL COMMAND...: run it, log it, one table row
-    local name="$1" detail="$2" t rc
-    shift 2
-    t=$(date +%s)
-    "$@" >"$out/$name.log" 2>&1
-    rc=$?
-    local result="ok"
-    ((rc == 0)) || { result="FAILED (exit $rc, $name.log)"; failed=1; }
-    echo "| $name | $result | $(( $(date +%s) - t )) | $detail |" >>"$table"
+step() {  # step NAME LIMIT DETAIL COMMAND...: run it for at most LIMIT s (and within the budget), one table row
+    local name="$1" limit="$2" detail="$3" t rc result left
+    shift 3
+    left=$(( deadline - $(date +%s) ))
+    if ((left < 15)); then
+        result="skipped: out of time (GPU_CHECK_BUDGET=$budget s)"
+        failed=1
+        echo "| $name | $result | 0 | $detail |" >>"$table"
+    else
+        ((limit <= left)) || limit=$left
+        t=$(date +%s)
+        timeout -k 10 "$limit" "$@" >"$out/$name.log" 2>&1  # the step's whole process group on time-out
+        rc=$?
+        result="ok"
+        if ((rc == 124 || rc == 137)); then
+            result="TIMED OUT after $limit s ($name.log)"
+            failed=1
+        elif ((rc != 0)); then
+            result="FAILED (exit $rc, $name.log)"
+            failed=1
+        fi
+        echo "| $name | $result | $(( $(date +%s) - t )) | $detail |" >>"$table"
+    fi
+    cp "$table" "$out/gpu_check.md"  # a call cut off later still brings back the rows so far
     echo "gpu_check: $name: $result" >&2
 }
 
 if ((cuda)); then
-    step cuda-tests "pytest -m cuda" "$PY" -m pytest -q -p no:cacheprovider -m cuda tests
+    step cuda-tests 240 "pytest -m cuda" "$PY" -m pytest -q -p no:cacheprovider -m cuda tests
 else
     echo "| cuda-tests | skipped: no CUDA device | 0 | pytest -m cuda needs a GPU |" >>"$table"
 fi
-step bench-train "$size px, $models, A/B${compile:+/F/C}, MFU" "$PY" benchmarks/bench_train.py --device "$device" \
+step bench-train 300 "$size px, $models, A/B${compile:+/F/C}, MFU" "$PY" benchmarks/bench_train.py --device "$device" \
     --size "$size" --steps "$steps" --models "$models" $compile --json "$out/bench_train.json"
-step loader "$size px, loader items/s vs GPU images/s" "$PY" benchmarks/bench_loader.py --device "$device" \
+step loader 90 "$size px, loader items/s vs GPU images/s" "$PY" benchmarks/bench_loader.py --device "$device" \
     --size "$size" --batches "$batches" --against "$out/bench_train.json"
-step bench-predict "$size px" "$PY" benchmarks/bench_predict.py --device "$device" --size "$size" --steps "$steps"
+step bench-predict 90 "$size px" "$PY" benchmarks/bench_predict.py --device "$device" --size "$size" --steps "$steps"
 runs="$work/runs"
 sample="$work/sample"
-step sample-data "the embedded sample" "$PY" -m competition sample-data "$sample"
-step search "fcn16s, 2 trials x 2 folds x $epochs epochs, $isize px, $device" "$PY" -m competition search fcn16s \
+step sample-data 60 "the embedded sample" "$PY" -m competition sample-data "$sample"
+step search 150 "fcn16s, 2 trials x 2 folds x $epochs epochs, $isize px, $device" "$PY" -m competition search fcn16s \
     --data "$sample" --runs-dir "$runs" --trials 2 --folds 2 --epochs "$epochs" --image-size "$isize" \
     --device "$device" --no-predict
-step predict "best trial of the search, $device" env --chdir "$work" "$PY" -m competition predict best:fcn16s \
+step predict 90 "best trial of the search, $device" env --chdir "$work" "$PY" -m competition predict best:fcn16s \
     --runs-dir "$runs" --device "$device" --name gpu-check
 ((cuda)) || echo "| (cuda) | skipped: no CUDA device | 0 | AMP/compile figures need a GPU; the steps above ran on the CPU at toy sizes |" >>"$table"
 
@@ -107,7 +128,7 @@ step predict "best trial of the search, $device" env --chdir "$work" "$PY" -m co
         echo "## $name"
         echo
         echo '```'
-        grep -v -E "Warning|warnings.warn|^\s*$" "$out/$name.log" | tail -n 12
+        grep -v -E "Warning|warnings.warn|^\s*$" "$out/$name.log" | tail -n 16
         echo '```'
     done
 } >>"$table"

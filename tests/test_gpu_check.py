@@ -4,9 +4,11 @@ known to work before a GPU is lent."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -28,3 +30,50 @@ def test_gpu_check_runs_and_writes_one_table(tmp_path):
     assert "A images/s" in table and "GFLOP/image" in table and "images/s" in table.split("## bench-predict")[1]
     assert "training loader" in table and "loader/GPU" in table.split("## loader")[1]
     assert not list((ROOT / "submissions").glob("gpu-check*"))  # its submission stays in its own folder
+
+
+def test_a_failing_mode_costs_its_cells_not_the_table(tmp_path, monkeypatch, capsys):
+    """On a lent GPU a compile error or a crashed worker in one mode (here C, raised by a patched runner) is
+    written in its cells and the exit code; the other modes' figures and the JSON are still there."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    monkeypatch.setattr(sys, "path", sys.path)
+    import bench_train
+
+    def runner(**kwargs):
+        if kwargs.get("compile"):
+            raise RuntimeError("inductor: no working C compiler\nmore lines")
+        fast = kwargs["channels_last"]
+        return {"images_per_s": 20.0 if fast else 10.0, "peak_mib": 100.0, "memory": "peak RSS",
+                "compile_s": 0.0, "flops_per_image": 8e9}  # fmt: skip
+
+    monkeypatch.setattr(bench_train, "run_isolated", runner)
+    out = tmp_path / "train.json"
+    code = bench_train.main(["--device", "cpu", "--models", "fcn16s,unet", "--compile", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 1
+    rows = [r for r in map(str.split, printed.splitlines()) if r[:1] in (["fcn16s"], ["unet"]) and r[1] != "mode"]
+    assert len(rows) == 2 and all(r[2:5] == ["20.00", "10.00", "2.00x"] and r[9] == "failed" for r in rows), printed
+    assert "FAILED fcn16s C: RuntimeError: inductor: no working C compiler" in printed
+    saved = json.loads(out.read_text())
+    assert saved["rows"][0]["A_images_per_s"] == 20.0 and "C_images_per_s" not in saved["rows"][0]
+    assert len(saved["failed"]) == 2
+
+
+def test_a_hung_step_costs_its_row_and_the_budget_ends_the_check(tmp_path):
+    """A step that never ends (bench_train, made to hang by a wrapper around the interpreter) is stopped at the
+    budget (GPU_CHECK_BUDGET) and marked TIMED OUT; the steps after it are marked out of time; the table is
+    written all the same, and the exit code says something failed."""
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/usr/bin/env bash\n[[ "${{1:-}}" == benchmarks/bench_train.py ]] && exec sleep 600\n'
+                       f'exec {sys.executable} "$@"\n')  # fmt: skip
+    wrapper.chmod(0o755)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_PYTHON": str(wrapper), "GPU_CHECK_BUDGET": "20"}
+    started = time.monotonic()
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    table = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "| bench-train | TIMED OUT after " in table, table
+    for name in ("loader", "bench-predict", "search", "predict"):
+        assert f"| {name} | skipped: out of time (GPU_CHECK_BUDGET=20 s) |" in table, table
+    assert time.monotonic() - started < 120

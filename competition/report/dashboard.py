@@ -15,7 +15,6 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
-import optuna_dashboard
 
 from competition.core.errors import UserError
 from competition.core.log import Log
@@ -45,6 +44,11 @@ def dashboard_storage(runs_dir: Path, storage: str | None) -> str:
 
 def serve_dashboard(runs_dir: Path, storage: str | None, port: int, log: Log = print) -> None:
     """Serve optuna-dashboard until Ctrl-C (KeyboardInterrupt), then close the socket and return."""
+    try:  # imported here: every other command runs without it (a bare GPU machine has no optuna-dashboard)
+        import optuna_dashboard
+    except ImportError:
+        raise UserError("dashboard needs the optuna-dashboard package: ./run.sh setup, "
+                        "or `pip install -c requirements.lock optuna-dashboard`") from None
     url = dashboard_storage(runs_dir, storage)
     store = open_storage(url)
     studies = optuna.study.get_all_study_names(store)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU check rehearsed without a GPU, on an interpreter shaped like the lent GPU machine's: a venv holding
+# that machine's versions of what the project relies on (its torch 2.11, torchvision 0.26, huggingface_hub 1.33,
+# timm, pandas, OpenCV, tensorboard, scipy, pytest; the device tool's notes of 2026-11) and none of the optional
+# packages (optuna-dashboard, MLflow, W&B, psycopg, pydensecrf2, the Lite weight packages), the wheels
+# gpu_wheels.sh makes for this interpreter's CPython, then gpu_check.sh through the same `pip --target` path it
+# takes there (CUDA steps skipped, the rest at toy sizes). GPU time comes in minutes: a check that fails there
+# for want of a package costs the whole loan, so rehearse before one.
+#
+#   bash benchmarks/gpu_rehearsal.sh      # first run: about 3 GB into $REHEARSAL_VENV (torch's CUDA build)
+#
+# Differences left: the machine has CPython 3.12 and numpy 2.5 (numpy 2.5 has no wheels for 3.11, the Python
+# here); the venv is made with python3 (PYTHON=python3.12 where there is one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${REHEARSAL_VENV:-/tmp/gpu-rehearsal-venv}"
+IMAGE=(torch==2.11.0 torchvision==0.26.0 huggingface_hub==1.33.0 safetensors==0.8.0 torchmetrics==1.9.0
+       onnx==1.23.1 onnxruntime==1.30.0 timm pandas opencv-python-headless tensorboard scipy matplotlib
+       pytest pytest-timeout pyyaml tqdm pillow filelock psutil grpcio protobuf requests jinja2 packaging)
+if [[ ! -f "$VENV/.complete" ]]; then
+    rm -rf "$VENV"
+    "${PYTHON:-python3}" -m venv "$VENV"
+    echo "gpu_rehearsal: installing the GPU machine's packages into $VENV (about 3 GB once)" >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: "${IMAGE[@]}"
+    touch "$VENV/.complete"
+fi
+version="$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+wheels="$(mktemp -d /tmp/gpu-rehearsal-wheels.XXXXXX)"
+trap 'rm -rf "$wheels"' EXIT
+GPU_WHEELS_PYTHON="$version" GPU_WHEELS_DEST="$wheels" bash benchmarks/gpu_wheels.sh
+GPU_CHECK_WHEELS="$wheels" GPU_CHECK_PYTHON="$VENV/bin/python" bash benchmarks/gpu_check.sh

