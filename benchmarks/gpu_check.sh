@@ -77,7 +77,7 @@ step() {  # step NAME LIMIT DETAIL COMMAND...: run it for at most LIMIT s (and w
     local name="$1" limit="$2" detail="$3" t rc result left
     shift 3
     left=$(( deadline - $(date +%s) ))
-    if ((left < 15)); then
+    if ((left < 5)); then
         result="skipped: out of time (GPU_CHECK_BUDGET=$budget s)"
         failed=1
         echo "| $name | $result | 0 | $detail |" >>"$table"
