@@ -208,3 +208,7 @@ def test_colour_jitter_on_uint8_matches_the_float_map_and_follows_the_seed():
     again = jitter(tv_tensors.Image(pixels), mask)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], mask)  # the mask passes unchanged
     assert not torch.equal(jitter(tv_tensors.Image(pixels)), first[0])  # another draw
+    # torchvision < 0.21 (torch 2.4/2.5) calls the former private names: the same draw and the same image
+    torch.manual_seed(1)
+    old = jitter._transform(tv_tensors.Image(pixels), jitter._get_params([]))
+    assert torch.equal(old, first[0])

@@ -83,6 +83,10 @@ class ColourJitter(v2.Transform):
         out = cv2.transform(pixels, matrix.astype(np.float32))
         return tv_tensors.Image(torch.from_numpy(out).permute(2, 0, 1))
 
+    # torchvision < 0.21 (torch < 2.6) calls these by their former private names
+    _get_params = make_params
+    _transform = transform
+
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 [B, 3, H, W] (any device) -> float32 (x / 255 - MEAN) / STD, as ToDtype(scale=True) + Normalize
