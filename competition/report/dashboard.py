@@ -47,8 +47,10 @@ def serve_dashboard(runs_dir: Path, storage: str | None, port: int, log: Log = p
     try:  # imported here: every other command runs without it (a bare GPU machine has no optuna-dashboard)
         import optuna_dashboard
     except ImportError:
-        raise UserError("dashboard needs the optuna-dashboard package: ./run.sh setup, "
-                        "or `pip install -c requirements.lock optuna-dashboard`") from None
+        raise UserError(
+            "dashboard needs the optuna-dashboard package: ./run.sh setup, "
+            "or `pip install -c requirements.lock optuna-dashboard`"
+        ) from None
     url = dashboard_storage(runs_dir, storage)
     store = open_storage(url)
     studies = optuna.study.get_all_study_names(store)
