@@ -38,6 +38,7 @@ from torchvision.transforms import v2
 
 from competition.core.config import resolve
 from competition.core.geometry import SUBMISSION_SIZE
+from competition.core.machine import usable_cores
 from competition.data import (
     MEAN,
     STD,
@@ -94,7 +95,7 @@ def machine_info() -> list[str]:
     with contextlib.suppress(OSError):
         names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable_cores()
     device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu (no CUDA device)"
     return [
         f"cpu: {cpu}, {os.cpu_count()} cores ({usable} usable), torch threads {torch.get_num_threads()}",

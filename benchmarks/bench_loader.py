@@ -25,11 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 import models  # noqa: E402
 from competition.core.config import resolve  # noqa: E402
+from competition.core.machine import usable_cores  # noqa: E402
 from competition.train.setup import loaders, prepare  # noqa: E402
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def items_per_s(data: Path, size: int, batch: int, workers: int, batches: int, device: str) -> float:
@@ -68,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", type=Path, help="bench_train.py --json output: the GPU's images/s beside")
     args = parser.parse_args(argv)
     device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
-    workers = args.workers or sorted({2, cores()})
+    workers = args.workers or sorted({2, usable_cores()})
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("COMPETITION_CACHE", str(Path(tmp) / "cache"))
         data = args.data

@@ -15,7 +15,6 @@ deterministic and independent of the number of processes.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from competition.core.errors import UserError
+from competition.core.machine import usable_cores
 from competition.data import DataRoot, image_store
 from competition.predict.probs import EPS, argmax
 
@@ -120,7 +120,7 @@ def _confusions(
 
 
 def default_jobs() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return min(8, usable_cores())
 
 
 _ACTIVE: list[tuple[ProcessPoolExecutor, int]] = []  # the pool (and its size) of the innermost `processes()`

@@ -34,6 +34,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import BatchSampler, Sampler
 
 from competition.core.errors import UsageError, UserError, first_line
+from competition.core.machine import usable_cores
 from competition.core.progress import ENV as PROGRESS_ENV
 
 CONTINUE, STOP, ABORT = 0, 1, 2
@@ -215,7 +216,7 @@ def _join_group(ranks: Ranks, store: str) -> None:
     if cuda:
         torch.cuda.set_device(ranks.device)
     else:  # N processes share the cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks.world))
+        torch.set_num_threads(max(1, usable_cores() // ranks.world))
     dist.init_process_group(
         "nccl" if cuda else "gloo", init_method=f"file://{os.path.join(store, 'rendezvous')}",
         rank=ranks.rank, world_size=ranks.world, timeout=TIMEOUT,
