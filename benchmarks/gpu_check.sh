@@ -10,8 +10,9 @@
 #   4. bench_predict.py at 512 x 512,
 #   5. a 2-trial search and a predict on the embedded sample, end to end on CUDA.
 # Without CUDA it runs the same steps at toy sizes on the CPU and says which CUDA parts it skipped (CI runs it so).
-# The table goes to stdout and, when OUT is set, to $OUT/gpu_check.md (with every step's log beside it), rewritten
-# after every step. Each step has a time limit and all of them together GPU_CHECK_BUDGET seconds (default 540), so
+# The table goes to stdout and, when OUT is set, to $OUT/gpu_check.md, rewritten after every step; every step's
+# log is appended to $OUT/steps.log, and bench_train's figures are $OUT/bench_train.json: three files, since a device
+# call brings back at most 8. Each step has a time limit and all of them together GPU_CHECK_BUDGET seconds (default 540), so
 # a hung step costs its own row, never the table, and the check ends inside one 10-minute device call.
 #
 #   bash benchmarks/gpu_check.sh                       # with the project's .venv (./run.sh setup first)
@@ -24,7 +25,8 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 work="$(mktemp -d /tmp/gpu-check.XXXXXX)"
 out="${OUT:-$work}"
-mkdir -p "$out"
+logs="$work/logs"
+mkdir -p "$out" "$logs"
 table="$work/table.md"
 PY="${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python}"
 WHEELS="${GPU_CHECK_WHEELS:-$ROOT/.gpu-wheels}"
@@ -34,7 +36,13 @@ budget="${GPU_CHECK_BUDGET:-540}"
 if ! "$PY" -c "import segmentation_models_pytorch, optuna, pycocotools" 2>/dev/null; then
     if compgen -G "$WHEELS/*.whl" >/dev/null; then
         t=$(date +%s)
-        "$PY" -m pip install -q --no-index --no-deps --target "$work/site" "$WHEELS"/*.whl >"$out/wheels.log" 2>&1
+        if ! "$PY" -m pip install -q --no-index --no-deps --target "$work/site" "$WHEELS"/*.whl >"$logs/wheels.log" 2>&1
+        then
+            cp "$logs/wheels.log" "$out/steps.log"
+            echo "gpu_check: installing $WHEELS/*.whl failed (steps.log):" >&2
+            tail -n 5 "$logs/wheels.log" >&2
+            exit 1
+        fi
         export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
         echo "gpu_check: installed $(ls "$WHEELS"/*.whl | wc -l) wheels in $(( $(date +%s) - t )) s" >&2
     else
@@ -84,17 +92,18 @@ step() {  # step NAME LIMIT DETAIL COMMAND...: run it for at most LIMIT s (and w
     else
         ((limit <= left)) || limit=$left
         t=$(date +%s)
-        timeout -k 10 "$limit" "$@" >"$out/$name.log" 2>&1  # the step's whole process group on time-out
+        timeout -k 10 "$limit" "$@" >"$logs/$name.log" 2>&1  # the step's whole process group on time-out
         rc=$?
         result="ok"
         if ((rc == 124 || rc == 137)); then
-            result="TIMED OUT after $limit s ($name.log)"
+            result="TIMED OUT after $limit s (steps.log)"
             failed=1
         elif ((rc != 0)); then
-            result="FAILED (exit $rc, $name.log)"
+            result="FAILED (exit $rc, steps.log)"
             failed=1
         fi
         echo "| $name | $result | $(( $(date +%s) - t )) | $detail |" >>"$table"
+        { echo "===== $name: $result"; cat "$logs/$name.log"; echo; } >>"$out/steps.log"
     fi
     cp "$table" "$out/gpu_check.md"  # a call cut off later still brings back the rows so far
     echo "gpu_check: $name: $result" >&2
@@ -128,7 +137,8 @@ step predict 90 "best trial of the search, $device" env --chdir "$work" "$PY" -m
         echo "## $name"
         echo
         echo '```'
-        grep -v -E "Warning|warnings.warn|^\s*$" "$out/$name.log" | tail -n 16
+        [[ -f "$logs/$name.log" ]] || continue
+        grep -v -E "Warning|warnings.warn|^\s*$" "$logs/$name.log" | tail -n 16
         echo '```'
     done
 } >>"$table"

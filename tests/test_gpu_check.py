@@ -30,6 +30,10 @@ def test_gpu_check_runs_and_writes_one_table(tmp_path):
     assert "A images/s" in table and "GFLOP/image" in table and "images/s" in table.split("## bench-predict")[1]
     assert "training loader" in table and "loader/GPU" in table.split("## loader")[1]
     assert not list((ROOT / "submissions").glob("gpu-check*"))  # its submission stays in its own folder
+    # a device call brings back at most 8 files from $OUT: the table, every step's log in one file, the figures
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench_train.json", "gpu_check.md", "steps.log"]
+    steps = (tmp_path / "out" / "steps.log").read_text()
+    assert all(f"===== {name}: ok" in steps for name in ("bench-train", "loader", "search", "predict")), steps[-2000:]
 
 
 def test_a_failing_mode_costs_its_cells_not_the_table(tmp_path, monkeypatch, capsys):
@@ -73,7 +77,7 @@ def test_a_hung_step_costs_its_row_and_the_budget_ends_the_check(tmp_path):
                           timeout=300)  # fmt: skip
     table = (tmp_path / "out" / "gpu_check.md").read_text()
     assert done.returncode == 1, done.stderr[-2000:]
-    assert "| bench-train | TIMED OUT after " in table, table
+    assert "| bench-train | TIMED OUT after " in table and "(steps.log)" in table, table
     for name in ("loader", "bench-predict", "search", "predict"):
         assert f"| {name} | skipped: out of time (GPU_CHECK_BUDGET=8 s) |" in table, table
     assert time.monotonic() - started < 120
