@@ -9,7 +9,8 @@
 #      beside the GPU's training images/s from step 2: is the GPU starved?
 #   4. bench_predict.py at 512 x 512,
 #   5. a 2-trial search and a predict on the embedded sample, end to end on CUDA.
-# Without CUDA it runs the same steps at toy sizes on the CPU and says which CUDA parts it skipped (CI runs it so).
+# Without CUDA it runs the same steps at toy sizes on the CPU (the CUDA tests are collected and skip) and says
+# which CUDA parts it skipped (CI runs it so).
 # The table goes to stdout and, when OUT is set, to $OUT/gpu_check.md, rewritten after every step; every step's
 # log is appended to $OUT/steps.log, and bench_train's figures are $OUT/bench_train.json: three files, since a device
 # call brings back at most 8. Each step has a time limit and all of them together GPU_CHECK_BUDGET seconds (default 540), so
@@ -109,10 +110,13 @@ step() {  # step NAME LIMIT DETAIL COMMAND...: run it for at most LIMIT s (and w
     echo "gpu_check: $name: $result" >&2
 }
 
+# the machine's own pytest plugins (pytest-cov, xdist, benchmark, ...) are not loaded: they were built for its pytest,
+# not the wheels' one; pytest-timeout (the suite's --timeout) is named
+cuda_tests=(env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "$PY" -m pytest -q -p no:cacheprovider -p pytest_timeout -m cuda tests)
 if ((cuda)); then
-    step cuda-tests 240 "pytest -m cuda" "$PY" -m pytest -q -p no:cacheprovider -m cuda tests
-else
-    echo "| cuda-tests | skipped: no CUDA device | 0 | pytest -m cuda needs a GPU |" >>"$table"
+    step cuda-tests 240 "pytest -m cuda" "${cuda_tests[@]}"
+else  # the same command, so it is known to collect: every test skips without a GPU
+    step cuda-tests 120 "pytest -m cuda: collected, every test skipped (no CUDA device)" "${cuda_tests[@]}"
 fi
 step bench-train 300 "$size px, $models, A/B${compile:+/F/C}, MFU" "$PY" benchmarks/bench_train.py --device "$device" \
     --size "$size" --steps "$steps" --models "$models" $compile --json "$out/bench_train.json"

@@ -25,8 +25,9 @@ def test_gpu_check_runs_and_writes_one_table(tmp_path):
     assert table.startswith("# GPU check: ") and "| step | result | seconds | detail |" in table
     for name in ("bench-train", "loader", "bench-predict", "search", "predict"):
         assert f"| {name} | ok |" in table, table
+    assert "| cuda-tests | ok |" in table  # the command a GPU runs: collected here, every test skipped
     if not torch.cuda.is_available():
-        assert "| cuda-tests | skipped: no CUDA device |" in table
+        assert "every test skipped (no CUDA device)" in table
     assert "A images/s" in table and "GFLOP/image" in table and "images/s" in table.split("## bench-predict")[1]
     assert "training loader" in table and "loader/GPU" in table.split("## loader")[1]
     assert not list((ROOT / "submissions").glob("gpu-check*"))  # its submission stays in its own folder
@@ -64,11 +65,11 @@ def test_a_failing_mode_costs_its_cells_not_the_table(tmp_path, monkeypatch, cap
 
 
 def test_a_hung_step_costs_its_row_and_the_budget_ends_the_check(tmp_path):
-    """A step that never ends (bench_train, made to hang by a wrapper around the interpreter) is stopped at the
+    """A step that never ends (the CUDA tests, made to hang by a wrapper around the interpreter) is stopped at the
     budget (GPU_CHECK_BUDGET) and marked TIMED OUT; the steps after it are marked out of time; the table is
     written all the same, and the exit code says something failed."""
     wrapper = tmp_path / "python"
-    wrapper.write_text(f'#!/usr/bin/env bash\n[[ "${{1:-}}" == benchmarks/bench_train.py ]] && exec sleep 600\n'
+    wrapper.write_text(f'#!/usr/bin/env bash\n[[ "${{2:-}}" == pytest ]] && exec sleep 600\n'
                        f'exec {sys.executable} "$@"\n')  # fmt: skip
     wrapper.chmod(0o755)
     env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_PYTHON": str(wrapper), "GPU_CHECK_BUDGET": "8"}
@@ -77,7 +78,7 @@ def test_a_hung_step_costs_its_row_and_the_budget_ends_the_check(tmp_path):
                           timeout=300)  # fmt: skip
     table = (tmp_path / "out" / "gpu_check.md").read_text()
     assert done.returncode == 1, done.stderr[-2000:]
-    assert "| bench-train | TIMED OUT after " in table and "(steps.log)" in table, table
-    for name in ("loader", "bench-predict", "search", "predict"):
+    assert "| cuda-tests | TIMED OUT after " in table and "(steps.log)" in table, table
+    for name in ("bench-train", "loader", "bench-predict", "search", "predict"):
         assert f"| {name} | skipped: out of time (GPU_CHECK_BUDGET=8 s) |" in table, table
     assert time.monotonic() - started < 120
