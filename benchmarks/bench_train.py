@@ -268,8 +268,10 @@ def main(argv: list[str] | None = None) -> int:
                        | {f"{m}_images_per_s": v["images_per_s"] for m, v in ok.items()}
                        | {f"{m}_peak_mib": v["peak_mib"] for m, v in ok.items()})  # fmt: skip
         if args.json:  # after every model: a run stopped at its time limit keeps the models it finished
-            args.json.write_text(json.dumps({"device": str(device), "size": size, "batch": batch, "rows": records,
-                                             "failed": failed}))  # fmt: skip
+            part = args.json.with_name(args.json.name + ".tmp")  # renamed: a kill never leaves half a file
+            part.write_text(json.dumps({"device": str(device), "size": size, "batch": batch, "rows": records,
+                                        "failed": failed}))  # fmt: skip
+            part.replace(args.json)
     print(
         f"A: {mode_label(device)}; B: fp32, contiguous tensors"
         + ("; F: fp16 autocast + channels_last + GradScaler" if cuda else "")
