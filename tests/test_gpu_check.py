@@ -40,8 +40,7 @@ def test_gpu_check_runs_and_writes_one_table(tmp_path):
 def test_a_failing_mode_costs_its_cells_not_the_table(tmp_path, monkeypatch, capsys):
     """On a lent GPU a compile error or a crashed worker in one mode (here C, raised by a patched runner) is
     written in its cells and the exit code; the other modes' figures and the JSON are still there."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    monkeypatch.setattr(sys, "path", sys.path)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import bench_train
 
     def runner(**kwargs):
