@@ -12,9 +12,9 @@
 # Without CUDA it runs the same steps at toy sizes on the CPU (the CUDA tests are collected and skip) and says
 # which CUDA parts it skipped (CI runs it so).
 # The table goes to stdout and, when OUT is set, to $OUT/gpu_check.md, rewritten after every step; every step's
-# log is appended to $OUT/steps.log, and bench_train's figures are $OUT/bench_train.json: three files, since a device
-# call brings back at most 8. Each step has a time limit and all of them together GPU_CHECK_BUDGET seconds (default 540), so
-# a hung step costs its own row, never the table, and the check ends inside one 10-minute device call.
+# log is appended to $OUT/steps.log, and bench_train's figures are $OUT/bench_train.json: three files, since a
+# device call brings back at most 8. Each step has a time limit and all of them together GPU_CHECK_BUDGET seconds
+# (default 540), so a hung step costs its own row, never the table, and the check ends inside one 10-minute call.
 #
 #   bash benchmarks/gpu_check.sh                       # with the project's .venv (./run.sh setup first)
 #   GPU_CHECK_PYTHON=python3 bash benchmarks/gpu_check.sh

@@ -22,7 +22,7 @@ if [[ ! -f "$VENV/.complete" ]]; then
         --config-settings editable_mode=compat -e ".[dev]"
     touch "$VENV/.complete"
 fi
-"$VENV/bin/python" -c 'import torch, torchvision; print(f"oldest_torch: torch {torch.__version__}, torchvision {torchvision.__version__}")'
+"$VENV/bin/python" -c 'import torch, torchvision as tv; print(f"oldest_torch: torch {torch.__version__}, torchvision {tv.__version__}")'
 if (($#)); then
     exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
 fi
