@@ -81,3 +81,28 @@ def test_a_hung_step_costs_its_row_and_the_budget_ends_the_check(tmp_path):
     for name in ("bench-train", "loader", "bench-predict", "search", "predict"):
         assert f"| {name} | skipped: out of time (GPU_CHECK_BUDGET=8 s) |" in table, table
     assert time.monotonic() - started < 120
+
+
+def test_a_deprecation_under_the_machines_versions_is_a_row_not_a_failed_test(tmp_path):
+    """The suite makes a deprecation from the harness's code an error; the GPU check's CUDA tests, run under the
+    machine's own numpy and torch, keep it a warning (so the AMP rows still count) and give it a row of its own.
+    Here the wrapped pytest prints such a warnings summary; the next step hangs until the budget."""
+    wrapper = tmp_path / "python"
+    wrapper.write_text(
+        "#!/usr/bin/env bash\n"
+        '[[ "${1:-}" == benchmarks/* ]] && exec sleep 600\n'
+        f'[[ "${{2:-}}" == pytest ]] || exec {sys.executable} "$@"\n'
+        'for a in "$@"; do [[ "$a" == default::DeprecationWarning ]] && warns=1; done\n'
+        '[[ -n "${warns:-}" ]] || exit 3\n'
+        f'echo "  {ROOT}/competition/train/loop.py:7: DeprecationWarning: old | call"\n'
+        f'echo "  {ROOT}/competition/train/loop.py:7: DeprecationWarning: old | call"\n'
+        f'echo "  {ROOT}/.venv/lib/timm/models/x.py:1: DeprecationWarning: not ours"\n'
+        'echo "1 passed, 3 warnings"\n'
+    )  # fmt: skip
+    wrapper.chmod(0o755)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_PYTHON": str(wrapper), "GPU_CHECK_BUDGET": "6"}
+    subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, timeout=300)
+    table = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert "| cuda-tests | ok |" in table, table
+    assert ("| (deprecations) | 1 in the harness's code | 0 | competition/train/loop.py:7: DeprecationWarning: "
+            "old \\| call (steps.log) |") in table, table  # fmt: skip
