@@ -9,8 +9,9 @@
 #
 #   bash benchmarks/gpu_rehearsal.sh      # first run: about 3 GB into $REHEARSAL_VENV (torch's CUDA build)
 #
-# Differences left: the machine has CPython 3.12 and numpy 2.5 (numpy 2.5 has no wheels for 3.11, the Python
-# here); the venv is made with python3 (PYTHON=python3.12 where there is one).
+# The venv is made with python3 (PYTHON=python3.12 where there is one: then numpy is the machine's 2.5.2, which
+# needs 3.12). Where there is none (Debian ships 3.11 and 3.13), `bash benchmarks/machine_python.sh rehearsal`
+# runs this script in an Ubuntu 24.04 root with the machine's CPython, 3.12.3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${REHEARSAL_VENV:-/tmp/gpu-rehearsal-venv}"
@@ -21,7 +22,9 @@ if [[ ! -f "$VENV/.complete" ]]; then
     rm -rf "$VENV"
     "${PYTHON:-python3}" -m venv "$VENV"
     echo "gpu_rehearsal: installing the GPU machine's packages into $VENV (about 3 GB once)" >&2
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: "${IMAGE[@]}"
+    # the machine's numpy 2.5.2 needs CPython >= 3.12; on an older one pip takes the newest it can
+    numpy=(); "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 12))' && numpy=(numpy==2.5.2)
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: "${IMAGE[@]}" "${numpy[@]}"
     touch "$VENV/.complete"
 fi
 version="$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
