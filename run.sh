@@ -17,7 +17,7 @@ PY="${PYTHON:-python3}"
 SYSTEM_TORCH="${COMPETITION_SYSTEM_TORCH:-0}"
 
 stamp() {
-    { cat "$HERE/pyproject.toml" "$HERE/requirements.lock"; echo "system_torch=$SYSTEM_TORCH editable=compat"; "$PY" -V; } \
+    { cat "$HERE/pyproject.toml" "$HERE/requirements.lock"; echo "system_torch=$SYSTEM_TORCH editable=finder"; "$PY" -V; } \
         | sha256sum | cut -d' ' -f1
 }
 
@@ -39,7 +39,9 @@ setup() {
         "$PY" -m venv "$VENV"
     fi
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" --config-settings editable_mode=compat -e "$HERE[dev]" >&2
+    # setuptools' own editable mode (an import hook for competition and models; the former `editable_mode=compat`
+    # printed at every setup that setuptools will remove it)
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" -e "$HERE[dev]" >&2
     # the dense CRF of `--post auto` (pydensecrf2) has no wheels: a C++ build of about a minute, optional, and
     # said so when it fails (the post-processing then runs without that step and records why)
     # (the package alone, at the lock's version: installing "$HERE[crf]" would replace the editable install)

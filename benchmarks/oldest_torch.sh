@@ -18,8 +18,7 @@ if [[ ! -f "$VENV/.complete" ]]; then
     echo "oldest_torch: installing torch 2.4.1 and the lock's other versions into $VENV (about 3 GB once)" >&2
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: torch==2.4.1 \
         torchvision==0.19.1
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" \
-        --config-settings editable_mode=compat -e ".[dev]"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" -e ".[dev]"
     touch "$VENV/.complete"
 fi
 "$VENV/bin/python" -c 'import torch, torchvision as tv; print(f"oldest_torch: torch {torch.__version__}, torchvision {tv.__version__}")'

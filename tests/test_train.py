@@ -359,3 +359,26 @@ def test_compile_compiles_in_place_or_says_why_and_keeps_the_eager_model(monkeyp
     assert lines[0].startswith("compile=true: model compiled") and fast.training
     assert list(fast.state_dict()) == keys and torch.equal(fast.bn.running_mean, stats)  # the trial changed no stats
     assert torch.allclose(fast.eval()(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_the_loaders_workers_start_without_fork(tiny_root, tmp_path, method):
+    """Python 3.14 starts worker processes with forkserver, not fork (and macOS with spawn): the training and
+    validation loaders' datasets travel to their workers pickled; validation batches equal those of no workers
+    (training ones are augmented with each worker's own random numbers)."""
+    from competition.train.setup import loaders, prepare
+
+    flags = {"folds": 2, "image_size": 32, "batch_size": 4, "num_workers": 1, "seed": 0, "device": "cpu"}
+    cfg = {**resolve(flags=flags), "model": "unet", "data": str(tiny_root)}
+    setup = prepare(cfg, tmp_path / "runs", lambda m: None)
+    train, val, _ = loaders(setup, 0)
+    assert train.loader.num_workers == 1 and val.num_workers == 1
+    train.loader.multiprocessing_context = val.multiprocessing_context = method
+    images, targets = next(iter(train))
+    val_images, val_targets = next(iter(val))
+    setup.cfg["num_workers"] = 0
+    train0, val0, _ = loaders(setup, 0)
+    first0 = next(iter(train0))
+    assert images.shape == first0[0].shape and targets.shape == first0[1].shape and targets.dtype == torch.long
+    assert 0 <= int(targets.min()) and int(targets.max()) < setup.classes.num_classes
+    assert all(torch.equal(a, b) for a, b in zip((val_images, val_targets), next(iter(val0))))
