@@ -10,7 +10,7 @@
 #   bash benchmarks/gpu_rehearsal.sh      # first run: about 3 GB into $REHEARSAL_VENV (torch's CUDA build)
 #
 # The venv is made with python3 (PYTHON=python3.12 where there is one: then numpy is the machine's 2.5.2, which
-# needs 3.12). Where there is none (Debian ships 3.11 and 3.13), `bash benchmarks/machine_python.sh rehearsal`
+# needs 3.12). Where there is none (Debian ships 3.11 and 3.13), `bash benchmarks/ubuntu.sh rehearsal`
 # runs this script in an Ubuntu 24.04 root with the machine's CPython, 3.12.3.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -9,6 +9,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -272,9 +273,25 @@ def wandb_records(path: Path):
             yield record
 
 
-def wandb_runs(folder: Path) -> list[dict]:
+def wandb_runs(folder: Path, wait: float = 60.0) -> list[dict]:
     """Every offline W&B run under `folder`/wandb, oldest first: id, project, name, config, history rows,
-    summary (its updates merged) and exit code."""
+    summary (its updates merged) and exit code. W&B's own service process writes the files: on a loaded machine
+    it may still be writing after `finish` has returned (seen once, a run file without its run record), so this
+    reads again until every run has its exit record, for at most `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            runs = _wandb_runs(folder)
+        except Exception:  # a record being written: read again, unless time is up
+            if time.monotonic() > deadline:
+                raise
+            runs = [{"exit_code": None}]
+        if all(run["exit_code"] is not None for run in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
+
+
+def _wandb_runs(folder: Path) -> list[dict]:
     runs = []
     for path in sorted(folder.glob("wandb/offline-run-*/run-*.wandb"), key=lambda p: p.parent.name):
         run = {"dir": path.parent, "history": [], "summary": {}, "exit_code": None}
