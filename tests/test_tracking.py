@@ -276,8 +276,8 @@ def wandb_records(path: Path):
 def wandb_runs(folder: Path, wait: float = 60.0) -> list[dict]:
     """Every offline W&B run under `folder`/wandb, oldest first: id, project, name, config, history rows,
     summary (its updates merged) and exit code. W&B's own service process writes the files: on a loaded machine
-    it may still be writing after `finish` has returned (seen once, a run file without its run record), so this
-    reads again until every run has its exit record, for at most `wait` seconds."""
+    it may still be writing after `finish` has returned (presumably: seen once, a run file without its run
+    record), so this reads again until every run has its exit record, for at most `wait` seconds."""
     deadline = time.monotonic() + wait
     while True:
         try:
