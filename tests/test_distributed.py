@@ -106,7 +106,9 @@ def test_killed_rank_zero_leaves_no_helper_and_the_run_resumes(world, tmp_path):
     runs = tmp_path / "runs"
     marker = f"DDP_KILL_TEST={tmp_path}"
     env = {**os.environ, "KILL_AT": "competition.train.fold:save_checkpoint", "KILL_NTH": "3", "KILL_MODE": "before",
-           "DDP_KILL_TEST": str(tmp_path), "COMPETITION_CACHE": str(base / "cache")}  # fmt: skip
+           "DDP_KILL_TEST": str(tmp_path), "COMPETITION_CACHE": str(base / "cache"),
+           "TMPDIR": str(tmp_path / "tmp")}  # fmt: skip
+    (tmp_path / "tmp").mkdir()
     args = ["train", "fcn32s", "--data", str(data), "--runs-dir", str(runs), *FLAGS, "--gpus", "2"]
     done = subprocess.run([sys.executable, "-c", KILLER, *args], cwd=base, env=env, capture_output=True, text=True)
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
@@ -114,6 +116,7 @@ def test_killed_rank_zero_leaves_no_helper_and_the_run_resumes(world, tmp_path):
     while marked_processes(marker) and time.time() < deadline:
         time.sleep(0.5)
     assert not marked_processes(marker), "a helper rank outlived its killed rank 0"
+    assert not list((tmp_path / "tmp").glob("competition-ddp-*")), "the process group's folder was left behind"
     run = next(runs.glob("fcn32s-*"))
     assert (run / "fold_0" / "last.pt").exists() and not (run / "fold_0" / "result.json").exists()
     env = {k: v for k, v in env.items() if not k.startswith("KILL_")}

@@ -226,7 +226,7 @@ def _join_group(ranks: Ranks, store: str) -> None:
 def _helper_main(helper: Callable[..., None], ranks: Ranks, store: str, errors, parent: int, args: tuple) -> None:
     """A helper rank: Ctrl-C is rank 0's to handle; the process ends when rank 0 is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(parent, store), daemon=True).start()
     os.environ[PROGRESS_ENV] = "0"  # no progress bars: rank 0 shows the run's
     try:
         _join_group(ranks, store)
@@ -234,6 +234,8 @@ def _helper_main(helper: Callable[..., None], ranks: Ranks, store: str, errors, 
     except Aborted:
         pass
     except BaseException as e:
+        if _orphaned(parent, wait=2.0):  # the collective failed because rank 0 was killed
+            _exit_orphan(store)
         errors.put(f"rank {ranks.rank}: {first_line(e)}")
         raise SystemExit(1) from None
     finally:
@@ -241,9 +243,24 @@ def _helper_main(helper: Callable[..., None], ranks: Ranks, store: str, errors, 
             dist.destroy_process_group()
 
 
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
+def _watch_parent(parent: int, store: str) -> None:
+    while not _orphaned(parent, wait=0.0):
         time.sleep(1.0)
+    _exit_orphan(store)
+
+
+def _orphaned(parent: int, wait: float) -> bool:
+    """Rank 0 (this process's parent) is gone, or goes within `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while os.getppid() == parent:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _exit_orphan(store: str) -> None:
+    shutil.rmtree(store, ignore_errors=True)  # rank 0's own cleanup never ran
     os._exit(1)  # rank 0 was killed: nothing of this rank is written, so nothing is lost
 
 
