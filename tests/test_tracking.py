@@ -6,6 +6,7 @@ MLflow; with tracker=wandb in W&B (offline here: its run files read back); track
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -248,6 +249,26 @@ def test_store_errors_are_shown_without_the_password():
 
 
 # --- Weights & Biases (--set tracker=wandb; offline: no account, no network) ------------------------------------
+
+
+def test_building_a_model_imports_no_wandb_and_the_wandb_tracker_still_does(tmp_path):
+    """timm imports W&B at import time where it is installed (half a second; and two /tmp folders that a spawned
+    DDP rank leaves behind): the harness keeps it from timm (competition/core/imports.py), not from its tracker."""
+    code = """import os, sys
+import models
+def in_tmp(): return sorted(n for n in os.listdir(os.environ["TMPDIR"]) if "wandb" in n)
+models.create_model("unet", 3)
+import timm.utils.summary
+print("timm" in sys.modules, "wandb" in sys.modules, hasattr(timm.utils.summary, "wandb"), in_tmp())
+import wandb
+print(wandb.__name__, in_tmp())
+"""
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TMPDIR": str(tmp_path)},
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    built, imported = done.stdout.splitlines()[-2:]
+    assert built == "True False False []", done.stdout  # SMP and timm loaded, W&B not, none of its folders
+    assert imported.startswith("wandb ['tmp") and "wandb-media" in imported, imported  # W&B itself still imports
 
 
 def wandb_records(path: Path):

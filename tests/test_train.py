@@ -381,4 +381,4 @@ def test_the_loaders_workers_start_without_fork(tiny_root, tmp_path, method):
     first0 = next(iter(train0))
     assert images.shape == first0[0].shape and targets.shape == first0[1].shape and targets.dtype == torch.long
     assert 0 <= int(targets.min()) and int(targets.max()) < setup.classes.num_classes
-    assert all(torch.equal(a, b) for a, b in zip((val_images, val_targets), next(iter(val0))))
+    assert all(torch.equal(a, b) for a, b in zip((val_images, val_targets), next(iter(val0)), strict=True))
