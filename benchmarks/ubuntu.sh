@@ -74,27 +74,7 @@ case "$what" in
         "${inside[@]}" bash -c 'cd /root/main && python3 -V && ./run.sh "${@:-test}"' -- "$@"
         ;;
     machine-suite)  # the lock's versions but torch, torchvision and numpy at the machine's (and their CUDA ones)
-        "${inside[@]}" bash -s -- "$@" <<'EOF'
-set -euo pipefail
-cd /root/main
-venv=/root/suite-venv
-if [[ ! -f $venv/.complete ]]; then
-    rm -rf $venv
-    python3.12 -m venv $venv
-    { grep -v -E '^((torch|torchvision|triton|numpy)==|nvidia-|cuda-)' requirements.lock
-      printf '%s\n' numpy==2.5.2 torch==2.11.0 torchvision==0.26.0; } >/root/suite-constraints.txt
-    echo "ubuntu: installing the suite's packages into $venv (about 4 GB once)" >&2
-    $venv/bin/python -m pip install -q -c /root/suite-constraints.txt -e ".[dev]"
-    touch $venv/.complete
-fi
-$venv/bin/python -c 'import sys, numpy, torch, torchvision as tv
-print(f"ubuntu: CPython {sys.version.split()[0]}, numpy {numpy.__version__}, torch {torch.__version__}, "
-      f"torchvision {tv.__version__}")'
-if (($#)); then
-    exec $venv/bin/python -m pytest -p no:cacheprovider "$@"
-fi
-exec $venv/bin/python -m pytest -q -p no:cacheprovider \
-    --deselect tests/test_gpu_check.py::test_gpu_check_runs_and_writes_one_table tests
-EOF
+        "${inside[@]}" bash -c 'cd /root/main && PYTHON=python3.12 bash benchmarks/suite_with.sh /root/suite-venv \
+            numpy==2.5.2 torch==2.11.0 torchvision==0.26.0 -- "$@"' -- "$@"
         ;;
 esac
