@@ -24,8 +24,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-work="$(mktemp -d /tmp/gpu-check.XXXXXX)"
+work="$(mktemp -d -t gpu-check.XXXXXX)"  # under $TMPDIR, else /tmp
 out="${OUT:-$work}"
+[[ -z "${OUT:-}" ]] || trap 'rm -rf "$work"' EXIT  # the results are in $OUT: the work folder goes
 logs="$work/logs"
 mkdir -p "$out" "$logs"
 table="$work/table.md"
@@ -158,4 +159,5 @@ step predict 90 "best trial of the search, $device" env --chdir "$work" "$PY" -m
 } >>"$table"
 cp "$table" "$out/gpu_check.md"
 cat "$table"
+[[ -n "${OUT:-}" ]] || echo "gpu_check: the table, steps.log and bench_train.json are in $work" >&2
 exit "$failed"

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_runs_and_writes_one_table(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_PYTHON": sys.executable}
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_PYTHON": sys.executable,
+           "TMPDIR": str(tmp_path / "tmp")}  # fmt: skip
     done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)  # fmt: skip
     table = (tmp_path / "out" / "gpu_check.md").read_text()
@@ -33,6 +35,7 @@ def test_gpu_check_runs_and_writes_one_table(tmp_path):
     assert not list((ROOT / "submissions").glob("gpu-check*"))  # its submission stays in its own folder
     # a device call brings back at most 8 files from $OUT: the table, every step's log in one file, the figures
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench_train.json", "gpu_check.md", "steps.log"]
+    assert not list((tmp_path / "tmp").glob("gpu-check.*"))  # its work folder is gone: the results are in $OUT
     steps = (tmp_path / "out" / "steps.log").read_text()
     assert all(f"===== {name}: ok" in steps for name in ("bench-train", "loader", "search", "predict")), steps[-2000:]
 
