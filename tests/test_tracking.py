@@ -252,8 +252,8 @@ def test_store_errors_are_shown_without_the_password():
 
 
 def test_building_a_model_imports_no_wandb_and_the_wandb_tracker_still_does(tmp_path):
-    """timm imports W&B at import time where it is installed (half a second; and two /tmp folders that a spawned
-    DDP rank leaves behind): the harness keeps it from timm (competition/core/imports.py), not from its tracker."""
+    """timm imports W&B at import time where it is installed (0.6 s; two /tmp folders that a killed process leaves
+    behind): the harness keeps it from timm (competition/core/imports.py), not from its tracker."""
     code = """import os, sys
 import models
 def in_tmp(): return sorted(n for n in os.listdir(os.environ["TMPDIR"]) if "wandb" in n)

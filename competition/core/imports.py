@@ -1,9 +1,10 @@
 """What third-party packages may import in the harness's processes.
 
 timm (under SMP) imports W&B at import time, where it is installed, for the logging of timm's own training
-scripts. In the harness that costs every process that builds a model about half a second, and W&B makes two
-/tmp folders when imported that a process ending without its exit handlers (a spawned DDP rank, a killed run)
-leaves behind. So timm is told W&B is absent; the W&B tracker (train/trackers/wandb.py) imports it as usual.
+scripts. In the harness that cost every process that builds a model about 0.6 s (benchmarks/bench_startup.py),
+and W&B makes two /tmp folders when imported that a process ending without its exit handlers (killed by kill -9
+or the OOM killer; a DDP rank whose rank 0 was killed) leaves behind. So timm is told W&B is absent; the W&B
+tracker (train/trackers/wandb.py) imports it as usual.
 Installed by `competition/__init__.py`, which runs before any module of the harness or of `models`.
 """
 
