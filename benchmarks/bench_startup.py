@@ -21,9 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = """import sys, os
-import competition
+from competition.core.imports import KeepOut
 if {unhook}:
-    sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "KeepOut"]
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, KeepOut)]
 import models
 models.create_model({model!r}, 12)
 print("wandb" in sys.modules, flush=True)

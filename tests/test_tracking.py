@@ -306,9 +306,9 @@ def wandb_runs(folder: Path, wait: float = 60.0) -> list[dict]:
         except Exception:  # a record being written: read again, unless time is up
             if time.monotonic() > deadline:
                 raise
-            runs = [{"exit_code": None}]
-        if all(run["exit_code"] is not None for run in runs) or time.monotonic() > deadline:
-            return runs
+        else:
+            if all(run["exit_code"] is not None for run in runs) or time.monotonic() > deadline:
+                return runs
         time.sleep(0.5)
 
 
