@@ -29,6 +29,16 @@ if [[ ! -f "$VENV/.complete" ]]; then
 fi
 version="$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 wheels="$(mktemp -d /tmp/gpu-rehearsal-wheels.XXXXXX)"
-trap 'rm -rf "$wheels"' EXIT
+out="$(mktemp -d /tmp/gpu-rehearsal-out.XXXXXX)"  # an empty $OUT, as the device call gives
+trap 'rm -rf "$wheels" "$out"' EXIT
 GPU_WHEELS_PYTHON="$version" GPU_WHEELS_DEST="$wheels" bash benchmarks/gpu_wheels.sh
-GPU_CHECK_WHEELS="$wheels" GPU_CHECK_PYTHON="$VENV/bin/python" bash benchmarks/gpu_check.sh
+rc=0
+OUT="$out" GPU_CHECK_WHEELS="$wheels" GPU_CHECK_PYTHON="$VENV/bin/python" bash benchmarks/gpu_check.sh || rc=$?
+# what the device call would bring back: these three files and nothing else (it brings back 8 at most)
+got="$(cd "$out" && find . -mindepth 1 -printf '%P\n' | sort | tr '\n' ' ')"
+if [[ "$got" != "bench_train.json gpu_check.md steps.log " ]]; then
+    echo "gpu_rehearsal: \$OUT holds '$got', not gpu_check.md, steps.log and bench_train.json" >&2
+    exit 1
+fi
+echo "gpu_rehearsal: \$OUT holds gpu_check.md, steps.log and bench_train.json; gpu_check exited $rc" >&2
+exit "$rc"
