@@ -41,7 +41,9 @@ setup() {
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
     # setuptools' own editable mode (an import hook for competition and models; the former `editable_mode=compat`
     # printed at every setup that setuptools will remove it)
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" -e "$HERE[dev]" >&2
+    # (its one "Editable installation." notice, 10 lines of stderr at every setup, is only information: filtered)
+    PYTHONWARNINGS="ignore:Editable installation" \
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" -e "$HERE[dev]" >&2
     # the dense CRF of `--post auto` (pydensecrf2) has no wheels: a C++ build of about a minute, optional, and
     # said so when it fails (the post-processing then runs without that step and records why)
     # (the package alone, at the lock's version: installing "$HERE[crf]" would replace the editable install)
