@@ -5,10 +5,12 @@
 #     rehearsal             benchmarks/gpu_rehearsal.sh on python3.12: the machine's torch 2.11, numpy 2.5.2, ...
 #     machine-suite [ARGS]  the test suite on torch 2.11.0, torchvision 0.26.0 and numpy 2.5.2, every other package
 #                           at the lock's version (default: all but the GPU check's full run; ARGS go to pytest)
+#     system-torch [COMMAND ...]  COMPETITION_SYSTEM_TORCH=1 ./run.sh COMMAND (default: test) with torch 2.11.0,
+#                           torchvision 0.26.0 and numpy 2.5.2 in the system's python3.12, as on a GPU image
 #   26.04's CPython 3.14, the newest LTS's (a fresh machine's; 3.14 starts multiprocessing with forkserver):
 #     fresh [COMMAND ...]   ./run.sh COMMAND (default: test) as on a fresh machine: setup from the lock, then it
 #
-#   bash benchmarks/ubuntu.sh rehearsal|machine-suite|fresh [ARGS]     # UBUNTU_ROOTS=DIR (default /tmp/ubuntu-roots)
+#   bash benchmarks/ubuntu.sh rehearsal|machine-suite|system-torch|fresh [ARGS]     # UBUNTU_ROOTS=DIR (default /tmp/ubuntu-roots)
 #
 # This checkout's files (tracked and untracked, not the git-ignored ones) are copied into the root afresh each run;
 # the venvs of rehearsal and machine-suite stay (about 4 GB each: torch's CUDA build). No PostgreSQL server nor
@@ -17,9 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-}"
 case "$what" in
-    rehearsal | machine-suite) release=noble python=python3.12 ;;
+    rehearsal | machine-suite | system-torch) release=noble python=python3.12 ;;
     fresh) release=resolute python=python3 ;;
-    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 shift
 [[ "$(id -u)" == 0 ]] || { echo "ubuntu: needs root (debootstrap, chroot, mount)" >&2; exit 1; }
@@ -76,5 +78,14 @@ case "$what" in
     machine-suite)  # the lock's versions but torch, torchvision and numpy at the machine's (and their CUDA ones)
         "${inside[@]}" bash -c 'cd /root/main && PYTHON=python3.12 bash benchmarks/suite_with.sh /root/suite-venv \
             numpy==2.5.2 torch==2.11.0 torchvision==0.26.0 -- "$@"' -- "$@"
+        ;;
+    system-torch)  # COMPETITION_SYSTEM_TORCH=1 as on a GPU image: torch in the system's python3.12, reused by .venv
+        "${inside[@]}" bash -c 'cd /root/main && rm -rf .venv
+            python3.12 -c "import torch" 2>/dev/null || python3.12 -m pip install -q --break-system-packages \
+                --only-binary=:all: numpy==2.5.2 torch==2.11.0 torchvision==0.26.0
+            COMPETITION_SYSTEM_TORCH=1 PYTHON=python3.12 ./run.sh setup
+            .venv/bin/python -c "import torch, torchvision, numpy; print(\"venv uses\", torch.__version__, \
+                torch.__file__, torchvision.__version__, \"numpy\", numpy.__version__)"
+            COMPETITION_SYSTEM_TORCH=1 PYTHON=python3.12 ./run.sh "${@:-test}"' -- "$@"
         ;;
 esac
