@@ -16,6 +16,23 @@ VENV="$HERE/.venv"
 PY="${PYTHON:-python3}"
 SYSTEM_TORCH="${COMPETITION_SYSTEM_TORCH:-0}"
 
+# prints (stdout) "torch==V" and "torchvision==V", the versions pip knows the interpreter's two by (their metadata:
+# a PyPI build says 2.11.0 where torch.__version__ says 2.11.0+cu130), or why they cannot be reused (exit 1)
+SYSTEM_TORCH_CHECK='
+import sys
+from importlib.metadata import version
+try:
+    import torch, torchvision
+    pins = [f"{name}=={version(name)}" for name in ("torch", "torchvision")]
+except Exception as e:
+    print(f"has no torch and torchvision to reuse ({type(e).__name__}: {e}); install them there, or unset COMPETITION_SYSTEM_TORCH for the lock'"'"'s")
+    sys.exit(1)
+if tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) < (2, 4):
+    print(f"has torch {torch.__version__}, older than the 2.4 the harness needs; unset COMPETITION_SYSTEM_TORCH for the lock'"'"'s")
+    sys.exit(1)
+print("\n".join(pins))
+'
+
 stamp() {
     { cat "$HERE/pyproject.toml" "$HERE/requirements.lock"; echo "system_torch=$SYSTEM_TORCH editable=finder"; "$PY" -V; } \
         | sha256sum | cut -d' ' -f1
@@ -27,14 +44,21 @@ setup() {
     if [[ -x "$VENV/bin/python" && -f "$VENV/.stamp" && "$(cat "$VENV/.stamp")" == "$want" ]]; then
         return 0
     fi
+    # with COMPETITION_SYSTEM_TORCH=1: the interpreter's torch and torchvision, checked before anything is removed,
+    # then pinned to their very versions, so that no package can make pip replace them (it would download another
+    # torch into the venv); none, or one too old, is an error
+    local found=""
+    if [[ "$SYSTEM_TORCH" == "1" ]]; then
+        found="$("$PY" -c "$SYSTEM_TORCH_CHECK")" || { echo "setup: COMPETITION_SYSTEM_TORCH=1: $PY $found" >&2; exit 1; }
+    fi
     echo "setup: creating $VENV (pinned dependencies from requirements.lock; takes a minute or two)" >&2
     rm -rf "$VENV"
     local constraints="$HERE/requirements.lock"
     if [[ "$SYSTEM_TORCH" == "1" ]]; then
         "$PY" -m venv --system-site-packages "$VENV"
         constraints="$VENV/constraints.txt"
-        grep -v -E '^(torch|torchvision|triton|nvidia-|cuda-)' "$HERE/requirements.lock" >"$constraints"
-        echo "setup: reusing the interpreter's torch: $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo 'none found')" >&2
+        { grep -v -E '^(torch|torchvision|triton|nvidia-|cuda-)' "$HERE/requirements.lock"; echo "$found"; } >"$constraints"
+        echo "setup: reusing the interpreter's $(echo $found)" >&2
     else
         "$PY" -m venv "$VENV"
     fi
