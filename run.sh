@@ -7,8 +7,8 @@
 #
 # Reusing an installed torch (e.g. a GPU machine's own CUDA build) instead of downloading one:
 #   COMPETITION_SYSTEM_TORCH=1 ./run.sh setup
-# makes the venv with --system-site-packages and leaves torch/torchvision (and CUDA libraries) unpinned,
-# so the interpreter's torch is used when it satisfies torch>=2.4. PYTHON=python3.12 picks the interpreter.
+# makes the venv with --system-site-packages, keeping the interpreter's torch and torchvision (and CUDA libraries)
+# at their versions; it needs torch>=2.4 there. PYTHON=python3.12 picks the interpreter.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
