@@ -85,7 +85,7 @@ case "$cmd" in
     setup)
         shift
         if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
         fi
         setup

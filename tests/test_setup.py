@@ -64,3 +64,10 @@ def test_the_pins_are_the_versions_pip_knows_not_torch_version(tmp_path):
     done = subprocess.run([python, "-c", check], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.split() == ["torch==2.11.0", "torchvision==0.26.0"]
+
+
+def test_setup_help_is_the_header_and_no_code():
+    done = subprocess.run(["bash", str(ROOT / "run.sh"), "setup", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "COMPETITION_SYSTEM_TORCH=1 ./run.sh setup" in done.stdout
+    assert not any(line.startswith(("set ", "HERE=", "#!")) for line in done.stdout.splitlines()), done.stdout
