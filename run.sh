@@ -39,6 +39,7 @@ stamp() {
 }
 
 setup() {
+    command -v "$PY" >/dev/null || { echo "setup: no interpreter '$PY' (PYTHON=$PY)" >&2; exit 1; }
     local want
     want="$(stamp)"
     if [[ -x "$VENV/bin/python" && -f "$VENV/.stamp" && "$(cat "$VENV/.stamp")" == "$want" ]]; then

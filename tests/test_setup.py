@@ -71,3 +71,14 @@ def test_setup_help_is_the_header_and_no_code():
     assert done.returncode == 0, done.stderr
     assert "COMPETITION_SYSTEM_TORCH=1 ./run.sh setup" in done.stdout
     assert not any(line.startswith(("set ", "HERE=", "#!")) for line in done.stdout.splitlines()), done.stdout
+
+
+def test_a_missing_interpreter_is_one_line_and_exit_1(tmp_path):
+    for name in ("run.sh", "pyproject.toml", "requirements.lock"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    env = {**os.environ, "PYTHON": "python3.99"}
+    done = subprocess.run(["bash", str(tmp_path / "run.sh"), "setup"], env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == ["setup: no interpreter 'python3.99' (PYTHON=python3.99)"]
+    assert not (tmp_path / ".venv").exists()
