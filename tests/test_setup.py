@@ -31,15 +31,14 @@ def interpreter(tmp_path: Path, torch: str | None = None, local: str = "") -> st
     return python
 
 
-def setup(tmp_path: Path, python: str) -> subprocess.CompletedProcess:
-    """`./run.sh setup` of a copy of the checkout's setup files, with a `.venv` already there."""
+def setup(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """`./run.sh setup` of a copy of the checkout's setup files, with a `.venv` already there, under `env`."""
     for name in ("run.sh", "pyproject.toml", "requirements.lock"):
         shutil.copy(ROOT / name, tmp_path / name)
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / "kept").write_text("a venv of before")
-    env = {**os.environ, "COMPETITION_SYSTEM_TORCH": "1", "PYTHON": python}
-    return subprocess.run(["bash", str(tmp_path / "run.sh"), "setup"], env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(["bash", str(tmp_path / "run.sh"), "setup"], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -48,7 +47,7 @@ def setup(tmp_path: Path, python: str) -> subprocess.CompletedProcess:
 )
 def test_no_torch_or_an_old_one_is_one_line_before_the_venv_is_touched(tmp_path, torch, says):
     python = interpreter(tmp_path, torch, "+cu121")
-    done = setup(tmp_path, python)
+    done = setup(tmp_path, COMPETITION_SYSTEM_TORCH="1", PYTHON=python)
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"setup: COMPETITION_SYSTEM_TORCH=1: {python} {says}"), lines
@@ -74,11 +73,7 @@ def test_setup_help_is_the_header_and_no_code():
 
 
 def test_a_missing_interpreter_is_one_line_and_exit_1(tmp_path):
-    for name in ("run.sh", "pyproject.toml", "requirements.lock"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    env = {**os.environ, "PYTHON": "python3.99"}
-    done = subprocess.run(["bash", str(tmp_path / "run.sh"), "setup"], env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    done = setup(tmp_path, PYTHON="python3.99")
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines() == ["setup: no interpreter 'python3.99' (PYTHON=python3.99)"]
-    assert not (tmp_path / ".venv").exists()
+    assert (tmp_path / ".venv" / "kept").read_text() == "a venv of before"
