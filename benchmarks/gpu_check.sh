@@ -22,15 +22,23 @@
 #       (benchmarks/gpu_wheels.sh downloads them where there is network) into a temporary folder
 #       (GPU_CHECK_WHEELS=DIR for another folder; benchmarks/gpu_rehearsal.sh rehearses that path without a GPU)
 set -uo pipefail
-cd "$(dirname "$0")/.."
-ROOT="$PWD"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python}"
+if ! command -v "$PY" >/dev/null; then
+    echo "gpu_check: no interpreter '$PY' (GPU_CHECK_PYTHON; ./run.sh setup makes .venv)" >&2
+    exit 1
+fi
+# a path relative to where it was called from (.venv/bin/python) is made absolute: the steps run elsewhere
+[[ "$PY" != */* || "$PY" == /* ]] || PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"
+[[ -z "${OUT:-}" || "$OUT" == /* ]] || OUT="$PWD/$OUT"  # so are OUT and GPU_CHECK_WHEELS
+[[ -z "${GPU_CHECK_WHEELS:-}" || "$GPU_CHECK_WHEELS" == /* ]] || GPU_CHECK_WHEELS="$PWD/$GPU_CHECK_WHEELS"
+cd "$ROOT"
 work="$(mktemp -d -t gpu-check.XXXXXX)"  # under $TMPDIR, else /tmp
 out="${OUT:-$work}"
 [[ -z "${OUT:-}" ]] || trap 'rm -rf "$work"' EXIT  # the results are in $OUT: the work folder goes
 logs="$work/logs"
 mkdir -p "$out" "$logs"
 table="$work/table.md"
-PY="${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python}"
 WHEELS="${GPU_CHECK_WHEELS:-$ROOT/.gpu-wheels}"
 start_all=$(date +%s)
 budget="${GPU_CHECK_BUDGET:-540}"

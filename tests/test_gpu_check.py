@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_runs_and_writes_one_table(tmp_path):
+    """Called from another folder, with the interpreter and OUT as paths relative to it (as a user types them)."""
     (tmp_path / "tmp").mkdir()
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_PYTHON": sys.executable,
+    env = {**os.environ, "OUT": "out", "GPU_CHECK_PYTHON": os.path.relpath(sys.executable, tmp_path),
            "TMPDIR": str(tmp_path / "tmp")}  # fmt: skip
-    done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
     table = (tmp_path / "out" / "gpu_check.md").read_text()
     assert done.returncode == 0, done.stderr[-2000:] + table
     assert table.startswith("# GPU check: ") and "| step | result | seconds | detail |" in table
@@ -38,6 +39,17 @@ def test_gpu_check_runs_and_writes_one_table(tmp_path):
     assert not list((tmp_path / "tmp").glob("gpu-check.*"))  # its work folder is gone: the results are in $OUT
     steps = (tmp_path / "out" / "steps.log").read_text()
     assert all(f"===== {name}: ok" in steps for name in ("bench-train", "loader", "search", "predict")), steps[-2000:]
+
+
+def test_a_missing_interpreter_is_one_line_and_nothing_is_made(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_PYTHON": str(tmp_path / "python3"),
+           "TMPDIR": str(tmp_path)}  # fmt: skip
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    said = f"gpu_check: no interpreter '{tmp_path / 'python3'}' (GPU_CHECK_PYTHON; ./run.sh setup makes .venv)\n"
+    assert done.stderr == said
+    assert not list(tmp_path.iterdir())  # neither $OUT nor a work folder
 
 
 def test_a_failing_mode_costs_its_cells_not_the_table(tmp_path, monkeypatch, capsys):
