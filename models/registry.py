@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from competition.core.errors import UserError
 from competition.core.names import did_you_mean
-from models.fcn import build_fcn
-from models.smp_zoo import DPT_ENCODERS, build_smp
+from models.encoders import DPT_ENCODERS
 
-# (num_classes, settings, warn) -> (model, "<source>: what was loaded"); warn prints one warning line
-Builder = Callable[[int, dict, Callable[[str], None]], tuple[nn.Module, str]]
+if TYPE_CHECKING:
+    from torch import nn
+
+    # (num_classes, settings, warn) -> (model, "<source>: what was loaded"); warn prints one warning line
+    Builder = Callable[[int, dict, Callable[[str], None]], tuple[nn.Module, str]]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,20 @@ DPT_SPACE: dict = COMMON_SPACE | {
 }
 DPT_DEFAULTS: dict = {"encoder": DPT_ENCODERS[0], "lr": 1e-4, "encoder_lr": 0.1}
 DPT_QUICK_SPACE: dict = {k: v for k, v in DPT_SPACE.items() if k != "image_size"}
+
+
+# The builders import torch, torchvision and SMP when a model is built: reading the registry (its names, spaces and
+# defaults: the leaderboard, settings) imports none of them (competition/core/lazy.py says why).
+def build_fcn(num_classes: int, settings: dict, warn: Callable[[str], None], *, stride: int) -> tuple[nn.Module, str]:
+    from models.fcn import build_fcn as build
+
+    return build(num_classes, settings, warn, stride=stride)
+
+
+def build_smp(num_classes: int, settings: dict, warn: Callable[[str], None], *, arch: str) -> tuple[nn.Module, str]:
+    from models.smp_zoo import build_smp as build
+
+    return build(num_classes, settings, warn, arch=arch)
 
 
 def _fcn(stride: int, description: str) -> ModelSpec:
@@ -150,6 +164,8 @@ def create_model(
 
 def count_parameters(name: str, num_classes: int = 12, settings: dict | None = None) -> int:
     """Parameter count of model `name` (built without weight files, on the meta device where it can be)."""
+    import torch
+
     settings = (settings or {}) | ARCHITECTURE_ONLY
     try:
         with torch.device("meta"):
@@ -167,34 +183,11 @@ def list_models() -> list[ModelSpec]:
 def encoder_of(model: nn.Module) -> nn.Module | None:
     """The pretrained part of a registered model (SMP's `encoder`, the FCNs' VGG16 `features`; through the
     padding wrapper's `model`), or None."""
+    from torch import nn
+
     for name in ("encoder", "features"):
         part = getattr(model, name, None)
         if isinstance(part, nn.Module):
             return part
     inner = getattr(model, "model", None)
     return encoder_of(inner) if isinstance(inner, nn.Module) else None
-
-
-# Encoders worth trying first (offline-buildable; each is built and run in tests/test_models.py), with a note.
-RECOMMENDED_ENCODERS: tuple[tuple[str, str], ...] = (
-    ("resnet34", "SMP's default; ImageNet from SMP's hub repository"),
-    ("timm-tf_efficientnet_lite0", "small; ImageNet ships in a pinned package (works with no network)"),
-    ("timm-tf_efficientnet_lite2", "Lite0's larger sibling; ImageNet ships in a pinned package too"),
-    ("tu-convnext_tiny", "timm ConvNeXt-T: a strong 2020s CNN"),
-    ("tu-tf_efficientnetv2_s", "timm EfficientNetV2-S"),
-    ("tu-regnety_040", "timm RegNetY-4GF"),
-    ("tu-hrnet_w18", "timm HRNet-W18: high-resolution features"),
-)
-
-
-def list_encoders(pattern: str) -> list[str]:
-    """Encoder names matching a shell pattern: SMP's own, and every timm model as `tu-NAME` (a pattern that
-    starts with `tu-` matches timm names only)."""
-    import fnmatch
-
-    import segmentation_models_pytorch as smp
-    import timm
-
-    bare = pattern[len("tu-") :] if pattern.startswith("tu-") else pattern
-    own = [] if pattern.startswith("tu-") else fnmatch.filter(sorted(smp.encoders.get_encoder_names()), pattern)
-    return [e for e in own if not e.startswith("tu-")] + [f"tu-{name}" for name in timm.list_models(bare)]

@@ -12,12 +12,11 @@ from torch import nn
 
 from competition.core.errors import UserError
 from competition.core.names import did_you_mean
+from models.encoders import DPT_ENCODERS
 from models.pretrained import LITES, Warn, encoder_weights, fit_in_order, read_weights, timm_weights
 from models.whole import build_whole
 
 MIN_SIZE = {"pan": 128}  # PAN's feature pyramid attention pools its stride-16 map three times
-# DPT's encoders: plain ViTs from timm (DPT reads their token maps); the first is its default
-DPT_ENCODERS = ("tu-vit_small_patch16_224.augreg_in21k_ft_in1k", "tu-vit_base_patch16_224.augreg_in21k")
 
 
 class PadToMultiple(nn.Module):

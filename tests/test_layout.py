@@ -25,10 +25,16 @@ def imports(path: Path) -> list[tuple[str, list[str], int]]:
     """(module, names, line) of every `competition` import in a file, at any depth."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "competition":
+        if isinstance(node, ast.ImportFrom) and node.module == "competition":  # stage packages themselves
+            found += [(f"competition.{a.name}", [], node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "competition":
             found.append((node.module, [a.name for a in node.names], node.lineno))
         elif isinstance(node, ast.Import):
             found += [(a.name, [], node.lineno) for a in node.names if a.name.split(".")[0] == "competition"]
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "public_face":  # a lazy face's modules
+            for key in node.args[1].keys:
+                module = module_name(path) + key.value if key.value.startswith(".") else key.value
+                found += [(module, [], node.lineno)] if module.split(".")[0] == "competition" else []
     return found
 
 
@@ -45,8 +51,6 @@ def test_imports_go_down_and_through_public_faces(path):
     here = stage(module_name(path))
     for module, names, line in imports(path):
         there = stage(module)
-        if module == "competition" and names:  # `from competition import train`: a stage package itself
-            there, module = names[0], f"competition.{names[0]}"
         if here is None or there is None or there == here:
             continue
         where = f"{path.relative_to(ROOT)}:{line}"

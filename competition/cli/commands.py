@@ -11,24 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import models
+from competition import data, ensemble, predict, report, search, submit, train
 from competition.cli.output import emit_json, logger
 from competition.core.config import PREDICTION_KEYS, resolve, user_settings
 from competition.core.errors import UsageError
 from competition.core.runs import find_run, new_run_id
-from competition.data import DataRoot, describe_dataset, resolve_data_root, write_sample_dataset
-from competition.ensemble import ensemble_runs, run_post, select_members, vote_csvs
-from competition.predict import export_run, predict_run, pseudo_label
-from competition.report import serve_dashboard, write_report
-from competition.search import SearchRequest, run_search, serve_storage_proxy, storage_url
-from competition.submit import check_submission, record_lb, score_submission
-from competition.train import (
-    format_table,
-    leaderboard_rows,
-    new_run_settings,
-    resume_settings,
-    train_run,
-    write_leaderboard_csv,
-)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -39,7 +26,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             return 0
         print("\n".join(names) if names else f"no encoder matches {args.encoders!r} (try 'convnext*' or 'tu-*vit*')")
         return 0
-    n = DataRoot(Path(args.data), check_images=False).classes().num_classes if args.data else 12
+    n = data.DataRoot(Path(args.data), check_images=False).classes().num_classes if args.data else 12
     rows = [
         {"name": s.name, "family": s.family, "params": models.count_parameters(s.name, n), "description": s.description}
         for s in models.list_models()
@@ -78,15 +65,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir)
     if args.resume:
         run_dir = find_run(runs_dir, args.resume)
-        cfg = resume_settings(run_dir, args.model, args.data, given, args.force, log)
+        cfg = train.resume_settings(run_dir, args.model, args.data, given, args.force, log)
     else:
-        cfg = new_run_settings(args.model, args.data, given, log)
+        cfg = train.new_run_settings(args.model, args.data, given, log)
         run_dir = runs_dir / new_run_id(cfg["model"])
     log(
         f"run {run_dir.name}: {cfg['model']}, {cfg['folds'] if cfg['split'] == 'kfold' else 1} folds, "
         f"{cfg['epochs']} epochs, image size {cfg['image_size']}, batch {cfg['batch_size']}"
     )
-    results = train_run(cfg, run_dir, log)
+    results = train.train_run(cfg, run_dir, log)
     if args.json:
         keys = ("run", "model", "folds", "miou", "miou_std", "dir", "metric", "background_only")
         emit_json({k: results[k] for k in keys})
@@ -94,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    request = SearchRequest(
+    request = search.SearchRequest(
         model=args.model, data=args.data, given=training_settings(args), runs_dir=Path(args.runs_dir),
         trials=args.trials, space=args.space, storage=args.storage, study=args.study, pruner=args.pruner,
         sampler=args.sampler, sampler_seed=args.seed if args.sampler_seed is None else args.sampler_seed,
@@ -102,7 +89,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         keep_oof=args.keep_oof, workers=args.workers, force=args.force, predict=not args.no_predict,
         keep_checkpoints=args.keep_checkpoints,
     )  # fmt: skip
-    result = run_search(request, logger(args))
+    result = search.run_search(request, logger(args))
     if args.json:
         emit_json(result)
     return 0
@@ -118,8 +105,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     settings = prediction_settings(args, "predict")
     run_dir = find_run(Path(args.runs_dir), args.run)
     log = logger(args)
-    decision = run_post(args.post, run_dir, args.data, log)
-    result = predict_run(run_dir, args.data, args.tta, args.name, settings, log=log, decision=decision)
+    decision = ensemble.run_post(args.post, run_dir, args.data, log)
+    result = predict.predict_run(run_dir, args.data, args.tta, args.name, settings, log=log, decision=decision)
     if args.json:
         emit_json(result)
     return 0
@@ -128,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     run_dir = find_run(Path(args.runs_dir), args.run)
     out = Path(args.out) if args.out else None
-    result = export_run(run_dir, args.format, out, args.data, logger(args))
+    result = predict.export_run(run_dir, args.format, out, args.data, logger(args))
     if args.json:
         emit_json(result)
     return 0
@@ -141,13 +128,13 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         if args.runs or args.select:
             dropped = " ".join(args.runs) if args.runs else f"--select {args.select}"
             raise UsageError(f"ensemble --from-csv votes CSV files; drop {dropped}")
-        result = vote_csvs([Path(p) for p in args.from_csv], args.data, args.name, log=log)
+        result = ensemble.vote_csvs([Path(p) for p in args.from_csv], args.data, args.name, log=log)
     else:
         runs_dir = Path(args.runs_dir)
         if args.select and args.runs:
             raise UsageError(f"ensemble --select picks the runs; drop the RUN arguments {' '.join(args.runs)}")
-        refs = select_members(args.select, runs_dir, log) if args.select else args.runs
-        result = ensemble_runs(
+        refs = ensemble.select_members(args.select, runs_dir, log) if args.select else args.runs
+        result = ensemble.ensemble_runs(
             refs, runs_dir, args.name, args.weights, args.data, args.tta, settings, log=log, post=args.post
         )
     if args.json:
@@ -157,33 +144,33 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir)
-    result = pseudo_label(find_run(runs_dir, args.run), runs_dir, args.threshold, args.name, logger(args))
+    result = predict.pseudo_label(find_run(runs_dir, args.run), runs_dir, args.threshold, args.name, logger(args))
     if args.json:
         emit_json(result)
     return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    rows = leaderboard_rows(Path(args.runs_dir), pruned=True)
+    rows = train.leaderboard_rows(Path(args.runs_dir), pruned=True)
     if args.csv:
-        write_leaderboard_csv(rows, Path(args.csv))
+        train.write_leaderboard_csv(rows, Path(args.csv))
         print(f"leaderboard written to {args.csv}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         emit_json(rows)
     elif not args.csv:
-        print(format_table(rows))
+        print(train.format_table(rows))
     return 0
 
 
 def cmd_lb(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir)
-    record = record_lb(Path(args.csv), args.score, args.private, runs_dir)
+    record = submit.record_lb(Path(args.csv), args.score, args.private, runs_dir)
     if args.json:
         emit_json(record)
         return 0
     private = f", private {record['private']:.4f}" if record["private"] is not None else ""
     print(f"recorded LB {record['public']:.4f}{private} for {args.csv} (sha256 {record['sha256'][:12]})")
-    row = next((r for r in leaderboard_rows(runs_dir) if r["run"] == record["run"]), None)
+    row = next((r for r in train.leaderboard_rows(runs_dir) if r["run"] == record["run"]), None)
     if row:
         gap = row["miou"] - record["public"]
         print(f"made by {row['kind']} {row['run']}: CV {row['miou']:.4f}, CV - LB {gap:+.4f}")
@@ -197,7 +184,7 @@ def cmd_lb(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     if args.top < 0 or args.worst < 0:
         raise UsageError(f"report: --top {args.top} and --worst {args.worst} must be 0 or more")
-    result = write_report(Path(args.runs_dir), args.out, args.storage, args.top, args.worst, logger(args))
+    result = report.write_report(Path(args.runs_dir), args.out, args.storage, args.top, args.worst, logger(args))
     if args.json:
         emit_json(result)
     return 0
@@ -206,19 +193,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: expected 0..65535")
-    serve_dashboard(Path(args.runs_dir), args.storage, args.port, logger(args))
+    report.serve_dashboard(Path(args.runs_dir), args.storage, args.port, logger(args))
     return 0
 
 
 def cmd_storage_proxy(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: expected 1..65535")
-    serve_storage_proxy(storage_url(args.storage, Path(args.runs_dir)), args.host, args.port, logger(args))
+    search.serve_storage_proxy(
+        search.storage_url(args.storage, Path(args.runs_dir)), args.host, args.port, logger(args)
+    )
     return 0
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
-    root = write_sample_dataset(Path(args.dir), seed=args.seed)
+    root = data.write_sample_dataset(Path(args.dir), seed=args.seed)
     print(f"sample dataset written to {root}")
     return 0
 
@@ -226,27 +215,27 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 def cmd_data_info(args: argparse.Namespace) -> int:
     log = logger(args)
     cfg = resolve(config_file=args.config, sets=args.set, flags={"folds": args.folds, "seed": args.seed})
-    describe_dataset(DataRoot(resolve_data_root(args.data, log)), cfg, log)
+    data.describe_dataset(data.DataRoot(data.resolve_data_root(args.data, log)), cfg, log)
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     log = logger(args)
-    data = DataRoot(resolve_data_root(args.data, log=lambda m: print(m, file=sys.stderr)), check_images=False)
-    test = data.coco("test")
-    problems = check_submission(Path(args.csv), [im.file_name for im in test.images], data.classes().num_classes)
+    root = data.DataRoot(data.resolve_data_root(args.data, log=lambda m: print(m, file=sys.stderr)), check_images=False)
+    test = root.coco("test")
+    problems = submit.check_submission(Path(args.csv), [im.file_name for im in test.images], root.classes().num_classes)
     if problems:
         for p in problems:
             print(p, file=sys.stderr)
         return 1
-    log(f"{args.csv}: valid ({len(test.images)} rows, {data.classes().num_classes} classes)")
+    log(f"{args.csv}: valid ({len(test.images)} rows, {root.classes().num_classes} classes)")
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     log = logger(args)
     cfg = resolve(sets=args.set, flags={"overlap": args.overlap})
-    scores, classes = score_submission(Path(args.csv), Path(args.gt), args.data, cfg, log)
+    scores, classes = submit.score_submission(Path(args.csv), Path(args.gt), args.data, cfg, log)
     if args.json:
         emit_json(scores.to_dict())
         return 0

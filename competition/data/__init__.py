@@ -3,50 +3,23 @@ images, folds, the training dataset and transforms (uint8, normalised per batch 
 synthetic sample dataset.
 """
 
-from competition.data.classes import ClassTable, build_class_table
-from competition.data.coco import CocoFile, ImageInfo, load_coco, read_image
-from competition.data.colour import ColourJitter, normalise
-from competition.data.dataset import MEAN, STD, SegmentationDataset, eval_transform, train_transform
-from competition.data.folds import Folds, make_folds
-from competition.data.images import DecodeEachTime, ImageStore, image_store
-from competition.data.info import describe_dataset
-from competition.data.masks import MaskStore, cache_root, mask_store
-from competition.data.pseudo_set import PseudoLabels, pseudo_dir
-from competition.data.rare import CopyPaste, balanced_weights
-from competition.data.root import SPLITS, DataRoot, is_sample, resolve_data_root, sample_root
-from competition.data.sample import write_sample_dataset
+from competition.core.lazy import public_face
 
-__all__ = [
-    "SPLITS",
-    "DataRoot",
-    "is_sample",
-    "resolve_data_root",
-    "sample_root",
-    "ClassTable",
-    "build_class_table",
-    "CocoFile",
-    "ImageInfo",
-    "load_coco",
-    "read_image",
-    "MaskStore",
-    "cache_root",
-    "mask_store",
-    "DecodeEachTime",
-    "ImageStore",
-    "image_store",
-    "ColourJitter",
-    "normalise",
-    "MEAN",
-    "STD",
-    "SegmentationDataset",
-    "eval_transform",
-    "train_transform",
-    "Folds",
-    "make_folds",
-    "PseudoLabels",
-    "pseudo_dir",
-    "CopyPaste",
-    "balanced_weights",
-    "describe_dataset",
-    "write_sample_dataset",
-]
+# public name -> its module, imported on first use (core/lazy.py)
+__getattr__, __dir__, __all__ = public_face(
+    __name__,
+    {
+        ".classes": ("ClassTable", "build_class_table"),
+        ".coco": ("CocoFile", "ImageInfo", "load_coco", "read_image"),
+        ".colour": ("ColourJitter", "normalise"),
+        ".dataset": ("MEAN", "STD", "SegmentationDataset", "eval_transform", "train_transform"),
+        ".folds": ("Folds", "make_folds"),
+        ".images": ("DecodeEachTime", "ImageStore", "image_store"),
+        ".info": ("describe_dataset",),
+        ".masks": ("MaskStore", "cache_root", "mask_store"),
+        ".pseudo_set": ("PseudoLabels", "pseudo_dir"),
+        ".rare": ("CopyPaste", "balanced_weights"),
+        ".root": ("SPLITS", "DataRoot", "is_sample", "resolve_data_root", "sample_root"),
+        ".sample": ("write_sample_dataset",),
+    },
+)

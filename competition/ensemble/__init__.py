@@ -2,18 +2,16 @@
 of submission CSVs.
 """
 
-from competition.ensemble.members import Member, read_oof
-from competition.ensemble.postfit import fit_post, run_post
-from competition.ensemble.select import select_members
-from competition.ensemble.soft import ensemble_runs
-from competition.ensemble.vote import vote_csvs
+from competition.core.lazy import public_face
 
-__all__ = [
-    "Member",
-    "read_oof",
-    "fit_post",
-    "run_post",
-    "ensemble_runs",
-    "select_members",
-    "vote_csvs",
-]
+# public name -> its module, imported on first use (core/lazy.py)
+__getattr__, __dir__, __all__ = public_face(
+    __name__,
+    {
+        ".members": ("Member", "read_oof"),
+        ".postfit": ("fit_post", "run_post"),
+        ".select": ("select_members",),
+        ".soft": ("ensemble_runs",),
+        ".vote": ("vote_csvs",),
+    },
+)

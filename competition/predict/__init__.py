@@ -3,71 +3,37 @@ their weighted averages and argmax, and `predict RUN` (every fold of a run on te
 a submission), and `export RUN` (its folds as one ONNX or TorchScript graph).
 """
 
-from competition.core.tta import View, parse_tta
-from competition.predict.blend import BLOCK, blended_masks, coefficients, mix
-from competition.predict.crf import GRID as CRF_GRID
-from competition.predict.crf import INSTALL as CRF_INSTALL
-from competition.predict.crf import CrfParams, grid_images
-from competition.predict.crf import available as crf_available
-from competition.predict.crf import confusions as crf_confusions
-from competition.predict.crf import parse_params as parse_crf
-from competition.predict.crf import processes as crf_processes
-from competition.predict.decide import EPS, FILE, Decision, cleanup, read_decision, write_decision
-from competition.predict.export import FORMATS, FoldMean, export_run
-from competition.predict.inference import (
-    amp_dtype,
-    autocast,
-    compiled,
-    describe_views,
-    loader_workers,
-    pick_device,
-    predict_probs,
-)
-from competition.predict.probs import LEVELS, ProbsWriter, StoredProbs, argmax, quantise, read_probs, write_probs
-from competition.predict.pseudo_label import pseudo_label
-from competition.predict.run import fold_checkpoints, load_fold_model, predict_run, run_classes
+from competition.core.lazy import public_face
 
-__all__ = [
-    "BLOCK",
-    "EPS",
-    "FILE",
-    "Decision",
-    "CRF_GRID",
-    "CRF_INSTALL",
-    "CrfParams",
-    "crf_available",
-    "crf_confusions",
-    "parse_crf",
-    "crf_processes",
-    "grid_images",
-    "cleanup",
-    "read_decision",
-    "write_decision",
-    "argmax",
-    "blended_masks",
-    "coefficients",
-    "mix",
-    "LEVELS",
-    "StoredProbs",
-    "quantise",
-    "pseudo_label",
-    "View",
-    "amp_dtype",
-    "autocast",
-    "compiled",
-    "describe_views",
-    "parse_tta",
-    "loader_workers",
-    "pick_device",
-    "predict_probs",
-    "ProbsWriter",
-    "read_probs",
-    "write_probs",
-    "fold_checkpoints",
-    "load_fold_model",
-    "predict_run",
-    "run_classes",
-    "FORMATS",
-    "FoldMean",
-    "export_run",
-]
+# public name -> its module, imported on first use (core/lazy.py)
+__getattr__, __dir__, __all__ = public_face(
+    __name__,
+    {
+        "competition.core.tta": ("View", "parse_tta"),
+        ".blend": ("BLOCK", "blended_masks", "coefficients", "mix"),
+        ".crf": (
+            "CRF_GRID=GRID",
+            "CRF_INSTALL=INSTALL",
+            "CrfParams",
+            "grid_images",
+            "crf_available=available",
+            "crf_confusions=confusions",
+            "parse_crf=parse_params",
+            "crf_processes=processes",
+        ),
+        ".decide": ("EPS", "FILE", "Decision", "cleanup", "read_decision", "write_decision"),
+        ".export": ("FORMATS", "FoldMean", "export_run"),
+        ".inference": (
+            "amp_dtype",
+            "autocast",
+            "compiled",
+            "describe_views",
+            "loader_workers",
+            "pick_device",
+            "predict_probs",
+        ),
+        ".probs": ("LEVELS", "ProbsWriter", "StoredProbs", "argmax", "quantise", "read_probs", "write_probs"),
+        ".pseudo_label": ("pseudo_label",),
+        ".run": ("fold_checkpoints", "load_fold_model", "predict_run", "run_classes"),
+    },
+)

@@ -3,7 +3,13 @@ self-contained HTML file of a runs folder: leaderboard with CV beside LB, learni
 confusion matrices, worst validation images, studies, CV-vs-LB scatter).
 """
 
-from competition.report.build import write_report
-from competition.report.dashboard import serve_dashboard
+from competition.core.lazy import public_face
 
-__all__ = ["write_report", "serve_dashboard"]
+# public name -> its module, imported on first use (core/lazy.py)
+__getattr__, __dir__, __all__ = public_face(
+    __name__,
+    {
+        ".build": ("write_report",),
+        ".dashboard": ("serve_dashboard",),
+    },
+)

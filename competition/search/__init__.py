@@ -30,49 +30,22 @@ in every trial; the study stores them, and continuing it with other values is re
 
 """
 
-from competition.search.callbacks import epochs_spent
-from competition.search.command import SearchRequest, run_search
-from competition.search.orphans import fail_orphaned_trials
-from competition.search.plots import study_figures
-from competition.search.pruners import PRUNERS, make_pruning
-from competition.search.samplers import SAMPLERS, make_sampler
-from competition.search.space import check_space, default_params, load_space, suggest, trial_params
-from competition.search.storage import open_storage, safe_url, storage_url
-from competition.search.storage import serve_proxy as serve_storage_proxy
-from competition.search.study import StudySpec, open_study, prepare_study
-from competition.search.trials import best_full, is_full, is_pruned, ranked
-from competition.search.trials import count as count_trials
-from competition.search.workers import SearchJob, launch, run_worker, split_trials
+from competition.core.lazy import public_face
 
-__all__ = [
-    "epochs_spent",
-    "SearchRequest",
-    "run_search",
-    "fail_orphaned_trials",
-    "study_figures",
-    "check_space",
-    "default_params",
-    "load_space",
-    "suggest",
-    "trial_params",
-    "open_storage",
-    "serve_storage_proxy",
-    "safe_url",
-    "storage_url",
-    "PRUNERS",
-    "make_pruning",
-    "SAMPLERS",
-    "make_sampler",
-    "StudySpec",
-    "open_study",
-    "prepare_study",
-    "best_full",
-    "count_trials",
-    "is_full",
-    "is_pruned",
-    "ranked",
-    "SearchJob",
-    "launch",
-    "run_worker",
-    "split_trials",
-]
+# public name -> its module, imported on first use (core/lazy.py)
+__getattr__, __dir__, __all__ = public_face(
+    __name__,
+    {
+        ".callbacks": ("epochs_spent",),
+        ".command": ("SearchRequest", "run_search"),
+        ".orphans": ("fail_orphaned_trials",),
+        ".plots": ("study_figures",),
+        ".pruners": ("PRUNERS", "make_pruning"),
+        ".samplers": ("SAMPLERS", "make_sampler"),
+        ".space": ("check_space", "default_params", "load_space", "suggest", "trial_params"),
+        ".storage": ("open_storage", "safe_url", "storage_url", "serve_storage_proxy=serve_proxy"),
+        ".study": ("StudySpec", "open_study", "prepare_study"),
+        ".trials": ("best_full", "is_full", "is_pruned", "ranked", "count_trials=count"),
+        ".workers": ("SearchJob", "launch", "run_worker", "split_trials"),
+    },
+)

@@ -2,27 +2,18 @@
 the leaderboard of run folders.
 """
 
-from competition.train.distributed import check_gpus
-from competition.train.hooks import EpochHook, FoldHook
-from competition.train.leaderboard import describe_settings, format_table, leaderboard_rows, write_leaderboard_csv
-from competition.train.loop import NonFiniteLoss, OutOfMemory, train_run
-from competition.train.losses import MixedLoss
-from competition.train.plots import palette
-from competition.train.settings import new_run_settings, resume_settings
+from competition.core.lazy import public_face
 
-__all__ = [
-    "check_gpus",
-    "describe_settings",
-    "format_table",
-    "leaderboard_rows",
-    "write_leaderboard_csv",
-    "EpochHook",
-    "FoldHook",
-    "NonFiniteLoss",
-    "OutOfMemory",
-    "train_run",
-    "MixedLoss",
-    "palette",
-    "new_run_settings",
-    "resume_settings",
-]
+# public name -> its module, imported on first use (core/lazy.py)
+__getattr__, __dir__, __all__ = public_face(
+    __name__,
+    {
+        ".distributed": ("check_gpus",),
+        ".hooks": ("EpochHook", "FoldHook"),
+        ".leaderboard": ("describe_settings", "format_table", "leaderboard_rows", "write_leaderboard_csv"),
+        ".loop": ("NonFiniteLoss", "OutOfMemory", "train_run"),
+        ".losses": ("MixedLoss",),
+        ".plots": ("palette",),
+        ".settings": ("new_run_settings", "resume_settings"),
+    },
+)

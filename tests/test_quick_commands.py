@@ -1,0 +1,63 @@
+"""The quick commands answer without importing torch, torchvision, SMP or matplotlib (each stage package's face
+loads a name's module on first use: competition/core/lazy.py), and every public name of every face resolves."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "torchvision", "segmentation_models_pytorch", "timm", "matplotlib", "optuna")
+FACES = ("data", "submit", "predict", "train", "search", "ensemble", "report")
+# runs a command as `python -m competition` does, then names the heavy packages it left imported
+PROBE = f"""import runpy, sys
+try:
+    runpy.run_module("competition", run_name="__main__")
+except SystemExit as e:
+    code = e.code
+print("imported:", *[m for m in {HEAVY!r} if m in sys.modules], "exit:", code, file=sys.stderr)
+"""
+
+
+def run(argv: list[str], cwd: Path) -> tuple[str, str]:
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return done.stdout, done.stderr.rsplit("imported:", 1)[-1].strip()
+
+
+def test_quick_commands_import_no_torch(tiny_root, tmp_path):
+    images = [im["file_name"] for im in json.loads((tiny_root / "test.json").read_text())["images"]]
+    csv = tmp_path / "background.csv"
+    csv.write_text("image_id,PredictionString\n" + "".join(f"{im},{' '.join(['0'] * 65536)}\n" for im in images))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    commands = {
+        "check": ["check", str(csv), "--data", str(tiny_root)],
+        "lb": ["lb", str(csv), "0.5", "--runs-dir", str(runs)],
+        "leaderboard": ["leaderboard", "--runs-dir", str(runs)],
+        "data-info": ["data-info", "--data", str(tiny_root), "--folds", "2"],
+    }
+    for name, argv in commands.items():
+        stdout, imported = run(argv, tmp_path)
+        assert imported == "exit: 0", f"{name}: {imported}\n{stdout}"
+    assert (runs / "lb_scores.json").exists()  # the commands did their work
+    stdout, imported = run(["score", str(csv), "--gt", str(tiny_root / "test.json"), "--data", str(tiny_root)],
+                           tmp_path)  # fmt: skip
+    assert imported == "torch exit: 0", imported  # the metric is torch's; no model package
+
+
+@pytest.mark.parametrize("package", [f"competition.{name}" for name in FACES] + ["models"])
+def test_every_public_name_resolves(package):
+    face = importlib.import_module(package)
+    assert face.__all__ and len(set(face.__all__)) == len(face.__all__)
+    for name in face.__all__:
+        assert getattr(face, name) is not None
+        assert name in dir(face)
+    with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'no_such_name'"):
+        face.no_such_name  # noqa: B018
+    with pytest.raises(ImportError):
+        exec(f"from {package} import no_such_name", {})
