@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
+
+from competition.core.lazy import public_face
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "segmentation_models_pytorch", "timm", "matplotlib", "optuna")
@@ -54,10 +58,17 @@ def test_quick_commands_import_no_torch(tiny_root, tmp_path):
 def test_every_public_name_resolves(package):
     face = importlib.import_module(package)
     assert face.__all__ and len(set(face.__all__)) == len(face.__all__)
+    # a module named like a public name replaces it on the package when that module is imported
+    assert not set(face.__all__) & {m.name for m in pkgutil.iter_modules(face.__path__)}
     for name in face.__all__:
-        assert getattr(face, name) is not None
+        assert not isinstance(getattr(face, name), types.ModuleType)
         assert name in dir(face)
     with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'no_such_name'"):
         face.no_such_name  # noqa: B018
     with pytest.raises(ImportError):
         exec(f"from {package} import no_such_name", {})
+
+
+def test_a_public_name_that_is_also_a_module_name_is_refused():
+    with pytest.raises(ValueError, match=r"competition.predict: public names \['run'\] are also names of its modules"):
+        public_face("competition.predict", {".run": ("run", "predict_run")})

@@ -28,6 +28,11 @@ def public_face(
         for entry in names:
             public, _, name = entry.partition("=")
             where[public] = (module, name or public)
+    # importing a module sets the package's attribute of that name to the module: a public name of the same name
+    # would then be the module, wherever that import happens first
+    shadowed = sorted({m[1:] for m in modules if m.startswith(".")} & set(where))
+    if shadowed:
+        raise ValueError(f"{package}: public names {shadowed} are also names of its modules; rename the modules")
 
     def __getattr__(public: str) -> object:
         if public not in where:

@@ -33,7 +33,7 @@ __getattr__, __dir__, __all__ = public_face(
             "predict_probs",
         ),
         ".probs": ("LEVELS", "ProbsWriter", "StoredProbs", "argmax", "quantise", "read_probs", "write_probs"),
-        ".pseudo_label": ("pseudo_label",),
+        ".pseudo_labels": ("pseudo_label",),
         ".run": ("fold_checkpoints", "load_fold_model", "predict_run", "run_classes"),
     },
 )
