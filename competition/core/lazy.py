@@ -1,8 +1,9 @@
 """A stage package's public face, loaded name by name (PEP 562).
 
 Each stage package's `__init__` lists its public names by module; a name's module is imported the first time the
-name is used. So a command imports what it calls and no more: `./run.sh check` or `leaderboard` answers in about a
-second without importing torch, torchvision or SMP (about 6 s more on 2 cores; benchmarks/bench_cli.py).
+name is used. So a command imports what it calls and no more: `./run.sh check` or `leaderboard` answers in about
+0.6 s without importing torch, torchvision or SMP (6.3-6.8 s when every face imported every module, on 2 cores;
+benchmarks/bench_cli.py).
 
     __getattr__, __dir__, __all__ = public_face(__name__, {
         ".classes": ("ClassTable", "build_class_table"),  # a module of the package
