@@ -6,7 +6,7 @@ models, data-info, report), and which heavy packages it imported; this checkout 
 Both arms run on the same small files (the sample dataset, its sample submission, an empty runs folder), with
 the same interpreter, alternating command by command; `--against REV` checks REV out in a temporary git worktree
 and puts it first on PYTHONPATH. The table gives each arm's mean and standard deviation per command and the
-packages among torch, torchvision, segmentation_models_pytorch, matplotlib and pandas that the command imported.
+packages among torch, torchvision, SMP, timm, matplotlib, Optuna and pandas that the command imported.
 """
 
 from __future__ import annotations
@@ -23,16 +23,25 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "torchvision", "segmentation_models_pytorch", "matplotlib", "pandas")
-# Runs the command as `python -m competition` does and reports which heavy packages it left imported.
-PROBE = """import runpy, sys
+HEAVY = ("torch", "torchvision", "segmentation_models_pytorch", "timm", "matplotlib", "optuna", "pandas")
+# Runs the command as `python -m competition` does, then names the heavy packages it left imported.
+PROBE = f"""import runpy, sys
 sys.argv = ["competition", *sys.argv[1:]]
+code = 0
 try:
     runpy.run_module("competition", run_name="__main__")
-except SystemExit:
-    pass
-print("imported:", " ".join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)
+except SystemExit as e:
+    code = e.code
+print("imported:", *[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)
+sys.exit(code)
 """
+
+
+def heavy_imports(argv: list[str], cwd: Path, env: dict | None = None) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Runs `competition ARGV` in a new interpreter; returns the process and the HEAVY packages it imported."""
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    return done, done.stderr.rsplit("imported:", 1)[-1].split() if "imported:" in done.stderr else []
 
 
 def background_csv(sample: Path, out: Path) -> Path:
@@ -60,20 +69,22 @@ def commands(work: Path) -> dict[str, list[str]]:
     }
 
 
-def one(source: Path, argv: list[str], probe: bool = False) -> tuple[float, str]:
+def one(source: Path, argv: list[str]) -> float:
     env = {**os.environ, "PYTHONPATH": str(source), "COMPETITION_OFFLINE": "1"}
-    cmd = (
-        [sys.executable, "-c", PROBE.format(heavy=HEAVY), *argv]
-        if probe
-        else [sys.executable, "-m", "competition", *argv]
-    )
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=source, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    done = subprocess.run([sys.executable, "-m", "competition", *argv], cwd=source, env=env, capture_output=True,
+                          text=True)  # fmt: skip
     if done.returncode != 0:
         sys.exit(f"bench_cli: {' '.join(argv)} failed in {source}:\n{done.stderr[-2000:]}")
-    imported = done.stderr.rsplit("imported:", 1)[-1].strip() if probe else ""
-    return seconds, imported or "-"
+    return time.perf_counter() - start
+
+
+def heavy_of(source: Path, argv: list[str]) -> str:
+    env = {**os.environ, "PYTHONPATH": str(source), "COMPETITION_OFFLINE": "1"}
+    done, heavy = heavy_imports(argv, source, env)
+    if done.returncode != 0:
+        sys.exit(f"bench_cli: {' '.join(argv)} failed in {source}:\n{done.stderr[-2000:]}")
+    return " ".join(heavy) or "-"
 
 
 def main() -> None:
@@ -81,6 +92,8 @@ def main() -> None:
     parser.add_argument("--against", metavar="REV", help="a git revision to run beside this checkout")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    if args.repeats < 2:
+        parser.error("--repeats: at least 2 (the table gives a standard deviation)")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         arms = {"this checkout": ROOT}
@@ -95,15 +108,14 @@ def main() -> None:
             (work / "runs").mkdir()
             cases = commands(work)
             seen = {(arm, name): [] for arm in arms for name in cases}
+            # which heavy packages each command imports (this also warms the file cache)
             heavy = {
-                (arm, name): one(source, argv, probe=True)[1]
-                for arm, source in arms.items()
-                for name, argv in cases.items()
-            }  # fmt: skip  (also warms the file cache)
+                (arm, name): heavy_of(source, argv) for arm, source in arms.items() for name, argv in cases.items()
+            }
             for r in range(args.repeats):
                 for name, argv in cases.items():
                     for arm, source in arms.items():
-                        seen[arm, name].append(one(source, argv)[0])
+                        seen[arm, name].append(one(source, argv))
                 print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr)
         finally:
             if args.against:
